@@ -1,0 +1,8 @@
+"""cnnlab: build, train, compare, ablate, transfer and diagnose the landmark CNNs."""
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model, list_models, model_info
+
+__version__ = "0.1.0"
+
+__all__ = ["CnnlabError", "__version__", "create_model", "list_models", "model_info"]

@@ -1,0 +1,41 @@
+"""The `cnnlab` command line: a thin typer app over the library.
+
+Each command group lives in its own module and registers itself on `app`. Errors a user can
+cause (`CnnlabError`) become one red line and exit code 2; anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from cnnlab.errors import CnnlabError
+
+console = Console()
+error_console = Console(stderr=True)
+
+
+class _App(typer.Typer):
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except CnnlabError as error:
+            error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            sys.exit(error.exit_code)
+
+
+app = _App(
+    name="cnnlab",
+    help="Build, train, compare, ablate, transfer and diagnose the landmark CNNs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Command modules register themselves on `app` when imported.
+from cnnlab.cli import models_cmd  # noqa: E402,F401
+
+__all__ = ["app", "console", "error_console"]

@@ -1,0 +1,1 @@
+"""(placeholder: `cnnlab models` and `cnnlab summary` are being written)"""

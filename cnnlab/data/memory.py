@@ -1,0 +1,58 @@
+"""Datasets held in memory as one decoded uint8 tensor, and the batch iterator over them.
+
+Images are decoded once (from IDX files, archives or the on-disk cache of an image folder) into
+an `(N, C, H, W)` uint8 tensor; every epoch then only indexes, moves and augments whole batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TensorDataset:
+    """Decoded images `(N, C, H, W)` uint8 (possibly backed by a memory map) and int64 labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+        if len(self.images) != len(self.labels):
+            raise ValueError("images and labels differ in length")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def subset(self, indices: torch.Tensor) -> TensorDataset:
+        """The images and labels at `indices` (copied into memory)."""
+        return TensorDataset(self.images[indices], self.labels[indices], self.classes)
+
+
+@dataclass
+class DataSplits:
+    """A dataset ready for training: train and test splits plus their normalization."""
+
+    name: str
+    train: TensorDataset
+    test: TensorDataset
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.train.image_shape

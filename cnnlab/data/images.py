@@ -37,6 +37,7 @@ def read_image(path: str | Path, channels: int = 3, size: int | None = None) -> 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize a uint8 batch `(N, C, H, W)` to `size`x`size` with antialiased bilinear filtering."""
-    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear",
-                            antialias=True, align_corners=False)
+    resized = F.interpolate(
+        images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     return resized.round_().clamp_(0, 255).to(torch.uint8)

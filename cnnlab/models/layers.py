@@ -25,6 +25,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "silu": lambda: nn.SiLU(inplace=True),
 }
 
+
 class AuxOutputs(NamedTuple):
     """What a network with auxiliary classifiers returns in training mode.
 

@@ -6,6 +6,7 @@ an `(N, C, H, W)` uint8 tensor; every epoch then only indexes, moves and augment
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -58,3 +59,86 @@ class DataSplits:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.train.image_shape
+
+
+BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class BatchLoader:
+    """Serves `(images, labels)` batches of a `TensorDataset`, normalized floats on `device`.
+
+    Shuffling and augmentation draw from a generator seeded by `(seed, epoch)`, so an epoch is
+    reproducible on its own (which is what makes resume exact). `shard=(rank, world_size)`
+    gives each data-parallel process its own slice of every epoch's permutation.
+    """
+
+    def __init__(
+        self,
+        dataset: TensorDataset,
+        batch_size: int,
+        *,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        device: torch.device | str = "cpu",
+        shuffle: bool = False,
+        drop_last: bool = False,
+        augment: BatchTransform | None = None,
+        seed: int = 0,
+        shard: tuple[int, int] = (0, 1),
+        channels_last: bool = False,
+    ):
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.augment = augment
+        self.seed = seed
+        self.rank, self.world_size = shard
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.epoch = 0
+        channels = dataset.image_shape[0]
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean/std have {len(mean)}/{len(std)} values for {channels} channels")
+        # Fold the 1/255 scaling into the normalization: x * scale + shift.
+        std_tensor = torch.tensor(std, dtype=torch.float32)
+        self.scale = (1.0 / (255.0 * std_tensor)).view(1, -1, 1, 1).to(self.device)
+        self.shift = (-torch.tensor(mean) / std_tensor).view(1, -1, 1, 1).to(self.device)
+        # Small enough datasets live on the accelerator once, so batches never cross the bus.
+        on_accelerator = self.device.type != "cpu"
+        self.images = dataset.images.to(self.device) if on_accelerator else dataset.images
+        self.labels = dataset.labels.to(self.device)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose permutation and augmentation the next iteration uses."""
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        count = len(self.dataset)
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(count, generator=generator)
+        else:
+            order = torch.arange(count)
+        if self.world_size > 1:  # equal shards: every rank takes the same number of steps
+            per_rank = count // self.world_size
+            order = order[self.rank * per_rank : (self.rank + 1) * per_rank]
+        return order
+
+    def __len__(self) -> int:
+        count = len(self._indices()) if self.world_size > 1 else len(self.dataset)
+        if self.drop_last:
+            return count // self.batch_size
+        return -(-count // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self._indices()
+        generator = torch.Generator().manual_seed(self.seed * 100_019 + self.epoch + 1)
+        for step in range(len(self)):
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
+            index = index.to(self.images.device)
+            images = self.images[index].to(self.device, non_blocking=True)
+            images = images.float().mul_(self.scale).add_(self.shift)
+            if self.augment is not None:
+                images = self.augment(images, generator)
+            yield images.contiguous(memory_format=self.memory_format), self.labels[index]

@@ -1,0 +1,1 @@
+"""The training and evaluation engine: fit loop, checkpoints, metrics, evaluation, plots."""

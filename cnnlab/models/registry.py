@@ -131,7 +131,12 @@ def _accepts(name: str, options: dict[str, object], shape: tuple[int, int, int])
     if info.takes_image_size and "image_size" not in options:
         options = {**options, "image_size": shape[1]}
     with torch.device("meta"):
-        model = info.builder(**resolve_options(name, **options)).eval()
+        try:
+            model = info.builder(**resolve_options(name, **options)).eval()
+        except OptionError:
+            if not info.takes_image_size:
+                raise
+            return False  # its layer sizes, computed from image_size, leave no feature map
         try:
             with torch.no_grad():
                 model(torch.empty(1, *shape))

@@ -7,10 +7,9 @@ its traceback.
 
 from __future__ import annotations
 
-import sys
-
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from cnnlab.errors import CnnlabError
 
@@ -18,16 +17,22 @@ console = Console()
 error_console = Console(stderr=True)
 
 
-class _App(typer.Typer):
-    def __call__(self, *args, **kwargs):
+class _CnnlabGroup(TyperGroup):
+    """Runs the commands; a `CnnlabError` becomes one red line on stderr and its exit code.
+
+    Handled here rather than around `app()` so that `typer.testing.CliRunner` sees it too.
+    """
+
+    def invoke(self, ctx: typer.Context) -> object:
         try:
-            return super().__call__(*args, **kwargs)
+            return super().invoke(ctx)
         except CnnlabError as error:
             error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-            sys.exit(error.exit_code)
+            raise typer.Exit(error.exit_code) from None
 
 
-app = _App(
+app = typer.Typer(
+    cls=_CnnlabGroup,
     name="cnnlab",
     help="Build, train, compare, ablate, transfer and diagnose the landmark CNNs.",
     no_args_is_help=True,

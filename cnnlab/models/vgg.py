@@ -1,1 +1,188 @@
-"""(placeholder: being written)"""
+"""VGG, from Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image
+Recognition", ICLR 2015, arXiv:1409.1556.
+
+Stacks of 3x3 convolutions (stride 1, padding 1) separated by 2x2 max-pools, then AlexNet's
+three fully connected layers. The variants differ only in the number of convolutions per stage:
+configurations A, B, D and E of the paper's Table 1 are VGG-11, -13, -16 and -19. Module names
+match torchvision's, so its state_dicts load as they are.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cnnlab.models.alexnet import fully_connected_head
+from cnnlab.models.layers import ClassifierNet
+from cnnlab.models.registry import register_model
+
+POOL = "M"
+
+# Table 1: output channels of each 3x3 convolution, POOL for a 2x2 max-pool. The paper's A-LRN
+# (A with a local response normalization) and C (D with 1x1 convolutions in its last three
+# stages) are left out, as in torchvision.
+CONFIGS: dict[str, list[int | str]] = {
+    "A": [64, POOL, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL],
+    "B": [64, 64, POOL, 128, 128, POOL, 256, 256, POOL, 512, 512, POOL, 512, 512, POOL],
+    "D": [
+        64, 64, POOL,
+        128, 128, POOL,
+        256, 256, 256, POOL,
+        512, 512, 512, POOL,
+        512, 512, 512, POOL,
+    ],
+    "E": [
+        64, 64, POOL,
+        128, 128, POOL,
+        256, 256, 256, 256, POOL,
+        512, 512, 512, 512, POOL,
+        512, 512, 512, 512, POOL,
+    ],
+}  # fmt: skip
+
+
+def make_features(config: list[int | str], in_channels: int, batch_norm: bool) -> nn.Sequential:
+    """The convolutional trunk: 3x3 convolutions with ReLU, optional batch norm, 2x2 max-pools.
+
+    Batch normalization is not in the paper (it came later, Ioffe & Szegedy 2015); the `_bn`
+    variants put it between each convolution and its ReLU, as torchvision does.
+    """
+    layers: list[nn.Module] = []
+    for entry in config:
+        if entry == POOL:
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            continue
+        out_channels = int(entry)
+        layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(nn.ReLU(inplace=True))
+        in_channels = out_channels
+    return nn.Sequential(*layers)
+
+
+class VGG(ClassifierNet):
+    """VGG network: `features`, `avgpool` to 7x7, `classifier` (torchvision's module names).
+
+    The adaptive average pool is not in the paper: it is the identity at 224x224 and lets other
+    input sizes reach the 7x7 maps that the first fully connected layer expects (the paper
+    instead turned the fully connected layers into convolutions for dense evaluation).
+    """
+
+    classifier_name = "classifier.6"
+
+    def __init__(
+        self,
+        config: list[int | str],
+        *,
+        batch_norm: bool = False,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.features = make_features(config, in_channels, batch_norm)
+        last_channels = [entry for entry in config if entry != POOL][-1]
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = fully_connected_head(int(last_channels) * 7 * 7, num_classes, dropout)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """torchvision's initialization: He-normal (fan-out) convolutions, N(0, 0.01) linears.
+
+        The paper trained configuration A from N(0, 0.01) and initialized the deeper nets from
+        it, noting afterwards that Glorot initialization works without pre-training.
+        """
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 0.01)
+                nn.init.zeros_(module.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.classifier[:-1](torch.flatten(self.avgpool(x), 1))
+        return x if pre_logits else self.classifier[-1](x)
+
+
+_PAPER = "Simonyan & Zisserman 2014, arXiv:1409.1556"
+
+
+@register_model(input_size=(3, 224, 224), paper=_PAPER)
+def vgg11(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-11: configuration A, eight 3x3 convolutions and three fully connected layers."""
+    return VGG(CONFIGS["A"], num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+
+
+@register_model(input_size=(3, 224, 224), paper=_PAPER)
+def vgg13(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-13: configuration B, ten 3x3 convolutions and three fully connected layers."""
+    return VGG(CONFIGS["B"], num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+
+
+@register_model(input_size=(3, 224, 224), paper=_PAPER)
+def vgg16(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-16: configuration D, thirteen 3x3 convolutions and three fully connected layers."""
+    return VGG(CONFIGS["D"], num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+
+
+@register_model(input_size=(3, 224, 224), paper=_PAPER)
+def vgg19(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-19: configuration E, sixteen 3x3 convolutions and three fully connected layers."""
+    return VGG(CONFIGS["E"], num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+
+
+@register_model(input_size=(3, 224, 224), paper=_PAPER)
+def vgg11_bn(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-11 with batch normalization after every convolution (torchvision's vgg11_bn)."""
+    return VGG(
+        CONFIGS["A"],
+        batch_norm=True,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        dropout=dropout,
+    )
+
+
+@register_model(input_size=(3, 224, 224), paper=_PAPER)
+def vgg13_bn(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-13 with batch normalization after every convolution (torchvision's vgg13_bn)."""
+    return VGG(
+        CONFIGS["B"],
+        batch_norm=True,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        dropout=dropout,
+    )
+
+
+@register_model(input_size=(3, 224, 224), paper=_PAPER)
+def vgg16_bn(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-16 with batch normalization after every convolution (torchvision's vgg16_bn)."""
+    return VGG(
+        CONFIGS["D"],
+        batch_norm=True,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        dropout=dropout,
+    )
+
+
+@register_model(input_size=(3, 224, 224), paper=_PAPER)
+def vgg19_bn(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+    """VGG-19 with batch normalization after every convolution (torchvision's vgg19_bn)."""
+    return VGG(
+        CONFIGS["E"],
+        batch_norm=True,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        dropout=dropout,
+    )

@@ -69,7 +69,10 @@ class BatchLoader:
 
     Shuffling and augmentation draw from a generator seeded by `(seed, epoch)`, so an epoch is
     reproducible on its own (which is what makes resume exact). `shard=(rank, world_size)`
-    gives each data-parallel process its own slice of every epoch's permutation.
+    gives each data-parallel process its own slice of every epoch's permutation: with
+    `even_shards` (for training) all slices have the same length, so every process takes the
+    same number of steps, and the few images left over are skipped that epoch; without it (for
+    evaluation) the slices cover every image once and differ in length by at most one.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class BatchLoader:
         augment: BatchTransform | None = None,
         seed: int = 0,
         shard: tuple[int, int] = (0, 1),
+        even_shards: bool = True,
         channels_last: bool = False,
     ):
         self.dataset = dataset
@@ -95,6 +99,9 @@ class BatchLoader:
         self.augment = augment
         self.seed = seed
         self.rank, self.world_size = shard
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"shard {shard} is not (rank, world_size) with 0 <= rank < world_size")
+        self.even_shards = even_shards
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.epoch = 0
         channels = dataset.image_shape[0]
@@ -113,6 +120,14 @@ class BatchLoader:
         """Select the epoch whose permutation and augmentation the next iteration uses."""
         self.epoch = epoch
 
+    def _shard_bounds(self) -> tuple[int, int]:
+        """Where this process's slice of an epoch's order starts and stops."""
+        count = len(self.dataset)
+        if self.even_shards:
+            per_rank = count // self.world_size
+            return self.rank * per_rank, (self.rank + 1) * per_rank
+        return count * self.rank // self.world_size, count * (self.rank + 1) // self.world_size
+
     def _indices(self) -> torch.Tensor:
         count = len(self.dataset)
         if self.shuffle:
@@ -120,16 +135,19 @@ class BatchLoader:
             order = torch.randperm(count, generator=generator)
         else:
             order = torch.arange(count)
-        if self.world_size > 1:  # equal shards: every rank takes the same number of steps
-            per_rank = count // self.world_size
-            order = order[self.rank * per_rank : (self.rank + 1) * per_rank]
-        return order
+        start, stop = self._shard_bounds()
+        return order[start:stop]
+
+    @property
+    def num_samples(self) -> int:
+        """Images this process sees per epoch (before `drop_last`)."""
+        start, stop = self._shard_bounds()
+        return stop - start
 
     def __len__(self) -> int:
-        count = len(self._indices()) if self.world_size > 1 else len(self.dataset)
         if self.drop_last:
-            return count // self.batch_size
-        return -(-count // self.batch_size)
+            return self.num_samples // self.batch_size
+        return -(-self.num_samples // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self._indices()

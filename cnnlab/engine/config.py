@@ -1,0 +1,215 @@
+"""A training run as a value: the `TrainConfig` dataclass, its YAML form and its hash.
+
+Everything that decides what a run computes lives here, so a run can be written to YAML,
+replayed from it, compared and hashed (the studies build on nothing else). Values are checked
+and normalized when a config is made: numbers given as strings (`lr: 1e-3` is a string to
+YAML 1.1) become numbers, comma-separated lists become lists, augmentation specs take their
+canonical form (`crop` -> `crop:4`), and a bad name or value raises a `CnnlabError` naming the
+valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnlab.data.augment import parse_augment
+from cnnlab.engine.optim import INITS, OPTIMIZERS, SCHEDULES
+from cnnlab.errors import OptionError, UnknownNameError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+# Fields that say where and how a run is stored, not what it computes: left out of the hash.
+_NOT_HASHED = ("out", "download")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; defaults train `lenet5_modern` on `mnist-5k`.
+
+    `batch_size` is the global batch: with N data-parallel processes each takes
+    `batch_size / N` images per step, so a recipe means the same thing on any number of them.
+    `lr_step_size` is the epochs between decays of the `step` schedule (0: a third of the run).
+    `out` is the run folder; None gives `runs/<model>-<data>-<hash>`.
+    """
+
+    model: str = "lenet5_modern"
+    data: str = "mnist-5k"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 0.1
+    optimizer: str = "momentum"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    warmup_epochs: float = 0.0
+    lr_step_size: int = 0
+    lr_gamma: float = 0.1
+    init: str = "default"
+    augment: list[str] = field(default_factory=list)
+    multi_scale: list[int] = field(default_factory=list)
+    label_smoothing: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = False
+    channels_last: bool = False
+    image_size: int | None = None
+    channels: int | None = None
+    val_fraction: float = 0.0
+    download: bool = False
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for item in dataclasses.fields(self):
+            setattr(self, item.name, _coerce(item.name, getattr(self, item.name), hints[item.name]))
+        self._validate()
+
+    def _validate(self) -> None:
+        for name, value, choices in (
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("schedule", self.schedule, SCHEDULES),
+            ("init", self.init, INITS),
+            ("device", self.device, DEVICES),
+        ):
+            if value not in choices:
+                raise UnknownNameError(name, value, choices)
+        for name, low in (("epochs", 1), ("batch_size", 1), ("lr_step_size", 0)):
+            if getattr(self, name) < low:
+                raise OptionError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise OptionError(f"lr must be positive, got {self.lr}")
+        for name in ("momentum", "weight_decay", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise OptionError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.val_fraction < 1:
+            raise OptionError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 <= self.label_smoothing < 1:
+            raise OptionError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 < self.lr_gamma <= 1:
+            raise OptionError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        if any(size < 1 for size in self.multi_scale):
+            raise OptionError(f"multi_scale sizes must be positive, got {self.multi_scale}")
+        self.augment = parse_augment(self.augment).specs
+
+    @property
+    def run_dir(self) -> Path:
+        """The folder the run writes to: `out`, or `runs/<model>-<data>-<hash>`."""
+        if self.out:
+            return Path(self.out)
+        data = re.sub(r"[^A-Za-z0-9._-]+", "_", self.data).strip("_")[:40]
+        return Path("runs") / f"{self.model}-{data}-{self.hash()[:8]}"
+
+    def hash(self) -> str:
+        """A stable hex digest of everything that decides the result (not `out`/`download`)."""
+        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        text = json.dumps(values, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with `changes` applied (checked like any new config)."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only (safe in a `weights_only` checkpoint and in JSON)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config from a mapping; an unknown key is an error listing the valid ones."""
+        valid = [item.name for item in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise OptionError(
+                f"unknown config key {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}"
+            )
+        return cls(**values)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """The config as YAML text, also written to `path` when given."""
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        """Read a config written by `to_yaml` (or by hand; missing keys keep their defaults)."""
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise OptionError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark else ""
+            raise OptionError(f"config file {path} is not valid YAML{where}") from None
+        if values is None:
+            return cls()
+        if not isinstance(values, dict):
+            raise OptionError(f"config file {path} must hold a mapping of keys to values")
+        return cls.from_dict(values)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """`value` converted to the field type `hint`, or an `OptionError` naming the field."""
+    if isinstance(hint, types.UnionType):  # `int | None` and the like
+        if value is None:
+            return None
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    origin = typing.get_origin(hint)
+    try:
+        if origin is list:
+            (item_type,) = typing.get_args(hint)
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return [_scalar(item_type, item) for item in items if str(item).strip()]
+        if origin is dict or hint is dict:
+            if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+                raise TypeError
+            return dict(value)
+        return _scalar(hint, value)
+    except (TypeError, ValueError, OverflowError):
+        expected = _EXPECTED.get(origin or hint, str(hint))
+        raise OptionError(f"{name} must be {expected}, got {value!r}") from None
+
+
+_EXPECTED = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    list: "a list (or a comma-separated string)",
+    dict: "a mapping of option names to values",
+}
+
+
+def _scalar(kind: type, value: Any) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise TypeError
+        return value
+    if isinstance(value, bool) and kind is not str:
+        raise TypeError  # True is an int to Python, but `epochs: true` is a mistake
+    if kind is int:
+        if isinstance(value, str):
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        if not isinstance(value, int | float) or value != int(value):
+            raise TypeError
+        return int(value)
+    if kind is float:
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise TypeError
+        return value.strip()
+    raise TypeError(f"unsupported config field type {kind}")

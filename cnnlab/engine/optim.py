@@ -1,0 +1,178 @@
+"""Optimizers, learning-rate schedules and weight initialization, chosen by name.
+
+Weight decay applies to the weights of convolutions and linear layers only. Biases and the
+scale/shift of normalization layers (every parameter with fewer than two dimensions) are
+exempt, as in the ResNet/timm recipes: decaying them only fights the normalization and can
+drive a BN scale to zero.
+
+Schedules are multipliers of the base learning rate evaluated once per optimizer step (not
+per epoch), so a schedule behaves the same with few long epochs or many short ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from cnnlab.errors import OptionError, UnknownNameError
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+INITS = ("default", "xavier", "kaiming")
+
+# One-cycle (Smith & Topin 2019) starts at lr / 25 and spends 30% of the run rising.
+ONECYCLE_START = 1 / 25
+ONECYCLE_RISE = 0.3
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters split into a decayed group (weights) and an undecayed one.
+
+    Parameters with fewer than two dimensions (biases, normalization scales and shifts) get no
+    weight decay; frozen parameters (`requires_grad=False`) are left out.
+    """
+    decayed, undecayed = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decayed if parameter.ndim > 1 else undecayed).append(parameter)
+    groups = [
+        {"params": decayed, "weight_decay": weight_decay},
+        {"params": undecayed, "weight_decay": 0.0},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+def create_optimizer(
+    model: nn.Module,
+    name: str,
+    *,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+) -> Optimizer:
+    """Optimizer `name` over the trainable parameters of `model`.
+
+    `sgd` is plain SGD; `momentum` is SGD with (optionally Nesterov) momentum; `adam`, `adamw`
+    (decoupled weight decay) and `adagrad` use PyTorch's defaults for their other settings.
+    """
+    if name not in OPTIMIZERS:
+        raise UnknownNameError("optimizer", name, OPTIMIZERS)
+    if nesterov and name != "momentum":
+        raise OptionError("nesterov needs optimizer 'momentum' (SGD with momentum)")
+    groups = parameter_groups(model, weight_decay)
+    if not groups:
+        raise OptionError("the model has no trainable parameters")
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr)
+    if name == "momentum":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.Adagrad(groups, lr=lr)
+
+
+def lr_multiplier(
+    name: str,
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 0.0,
+    step_size: int = 0,
+    gamma: float = 0.1,
+) -> Callable[[int], float]:
+    """The factor on the base learning rate at each optimizer step (0-based) of a run.
+
+    - `constant`: 1.
+    - `step`: times `gamma` every `step_size` epochs (0: a third of the run).
+    - `cosine`: half a cosine from 1 down to 0 over the steps after the warm-up.
+    - `onecycle`: linear rise from 1/25 to 1 over the warm-up (30% of the run unless
+      `warmup_epochs` is set), then half a cosine down to 0.
+    For the first three, `warmup_epochs` adds a linear warm-up from near 0 that multiplies them.
+    """
+    if name not in SCHEDULES:
+        raise UnknownNameError("schedule", name, SCHEDULES)
+    warmup = min(round(warmup_epochs * steps_per_epoch), total_steps)
+    epochs = max(1, total_steps // max(1, steps_per_epoch))
+    decay_steps = max(1, step_size or epochs // 3) * steps_per_epoch
+
+    def cosine_from(start: int, step: int) -> float:
+        progress = min(1.0, max(0.0, (step - start) / max(1, total_steps - start)))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    if name == "onecycle":
+        rise = warmup or round(ONECYCLE_RISE * total_steps)
+
+        def onecycle(step: int) -> float:
+            if step < rise:
+                return ONECYCLE_START + (1.0 - ONECYCLE_START) * step / rise
+            return cosine_from(rise, step)
+
+        return onecycle
+
+    shapes: dict[str, Callable[[int], float]] = {
+        "constant": lambda step: 1.0,
+        "step": lambda step: gamma ** (step // decay_steps),
+        "cosine": lambda step: cosine_from(warmup, step),
+    }
+    shape = shapes[name]
+
+    def with_warmup(step: int) -> float:
+        ramp = (step + 1) / (warmup + 1) if step < warmup else 1.0
+        return ramp * shape(step)
+
+    return with_warmup
+
+
+def create_scheduler(
+    optimizer: Optimizer,
+    name: str,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 0.0,
+    step_size: int = 0,
+    gamma: float = 0.1,
+) -> LambdaLR:
+    """A scheduler for `optimizer` to be stepped after every optimizer step (see `lr_multiplier`).
+
+    Its state dict holds plain values only (the multiplier is rebuilt from the config), so it
+    fits a `weights_only` checkpoint.
+    """
+    multiplier = lr_multiplier(
+        name,
+        total_steps=epochs * steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        warmup_epochs=warmup_epochs,
+        step_size=step_size,
+        gamma=gamma,
+    )
+    return LambdaLR(optimizer, multiplier)
+
+
+def init_weights(model: nn.Module, scheme: str) -> None:
+    """Re-initialize the convolution and linear weights of `model` in place; biases to zero.
+
+    `default` keeps the model's own initialization; `xavier` is Glorot & Bengio (2010),
+    uniform; `kaiming` is He et al. (2015), normal with fan-in for ReLU units.
+    Normalization layers keep their unit scale and zero shift.
+    """
+    if scheme not in INITS:
+        raise UnknownNameError("init", scheme, INITS)
+    if scheme == "default":
+        return
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            if scheme == "xavier":
+                nn.init.xavier_uniform_(module.weight)
+            else:
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)

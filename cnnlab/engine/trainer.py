@@ -1,0 +1,427 @@
+"""The fit loop: `train(config)` runs a `TrainConfig` to the end and returns a `TrainResult`.
+
+Shaped after torchvision's classification reference (one method per step: train one epoch,
+evaluate, checkpoint; resume from the checkpoint dict; DDP from torchrun's environment) and
+fast in the manner of airbench: the dataset stays one uint8 tensor on the device, batches are
+normalized and augmented whole, and the step never waits for the host. Loss sums, correct
+counts and a non-finite-loss flag accumulate as device tensors, read a few times per epoch
+(at progress refreshes, which is also when divergence is noticed) and once at its end.
+
+The run folder (`config.run_dir`, or the folder being resumed) receives `config.yaml`,
+`metrics.jsonl`/`metrics.csv` (see `runlog`), `last.pt` after every epoch, `best.pt` on each
+new best test accuracy, and `curves.png` at the end. With several processes, rank 0 alone
+writes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from cnnlab.data.augment import BatchAugment, MultiScale, parse_augment
+from cnnlab.data.memory import BatchLoader, DataSplits
+from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.distributed import DistributedContext
+from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.optim import create_optimizer, create_scheduler, init_weights
+from cnnlab.engine.plots import plot_curves
+from cnnlab.engine.runlog import TrainingDisplay, write_metrics
+from cnnlab.errors import CheckpointError, OptionError
+from cnnlab.models import check_input_size, create_model_for_input, model_info
+from cnnlab.models.layers import AuxOutputs
+
+# How often per epoch the accumulated metrics (and the divergence flag) are read back.
+CHECKS_PER_EPOCH = 20
+# Config fields a resumed run must share with the run it continues.
+RESUME_MUST_MATCH = ("model", "model_options", "data", "image_size", "channels", "val_fraction")
+
+
+@dataclass
+class TrainResult:
+    """How a run ended: `status` is `completed` or `diverged`; one `history` row per epoch."""
+
+    status: str
+    history: list[dict]
+    out_dir: Path
+    config: TrainConfig
+    best_metric: float
+
+    @property
+    def final(self) -> dict:
+        """The last epoch's metrics row."""
+        return self.history[-1]
+
+    @property
+    def last_checkpoint(self) -> Path | None:
+        path = self.out_dir / "last.pt"
+        return path if path.is_file() else None
+
+    @property
+    def best_checkpoint(self) -> Path | None:
+        path = self.out_dir / "best.pt"
+        return path if path.is_file() else None
+
+
+EpochCallback = Callable[[dict], None]
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    data: DataSplits | None = None,
+    on_epoch_end: EpochCallback | None = None,
+) -> TrainResult:
+    """Train `config.model` on `config.data` for `config.epochs` epochs.
+
+    `resume` is a run folder: training continues from its `last.pt` (model, optimizer,
+    scheduler, scaler, random state, history) and writes into that folder; with the same config
+    the result is identical to an uninterrupted run. `data` trains on already-loaded splits
+    instead of loading `config.data`. `on_epoch_end` receives each epoch's metrics row after
+    its checkpoint is written. A non-finite loss ends the run with status `diverged`.
+    """
+    context = DistributedContext.from_environment(config.device)
+    try:
+        return Trainer(config, context, resume=resume, progress=progress, data=data).fit(
+            on_epoch_end
+        )
+    finally:
+        context.close()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's and torch's generators (every CUDA device included)."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """The global random state as plain values and tensors (checkpoint-safe)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate(state["python"])
+
+
+def load_splits(config: TrainConfig, context: DistributedContext) -> DataSplits:
+    """`config.data` loaded; with several processes rank 0 goes first (downloads, caches)."""
+    from cnnlab.data.datasets import load_dataset
+
+    if not context.is_main:
+        context.barrier()
+    splits = load_dataset(
+        config.data,
+        image_size=config.image_size,
+        channels=config.channels,
+        download=config.download,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+    )
+    if context.is_main:
+        context.barrier()
+    return splits
+
+
+def build_augment(config: TrainConfig, model: nn.Module, image_shape: tuple) -> BatchAugment:
+    """The training batches' transforms, multi-scale resizing last; checked against the model."""
+    augment = parse_augment(config.augment)
+    augment.check(image_shape)
+    if not config.multi_scale:
+        return augment
+    if model_info(config.model).takes_image_size:
+        raise OptionError(
+            f"model '{config.model}' has a classifier sized for one input (image_size) and "
+            "cannot train at several scales; drop --multi-scale or use a model with global pooling"
+        )
+    for side in config.multi_scale:
+        check_input_size(config.model, (image_shape[0], side, side), **model.model_options)
+    return BatchAugment([*augment.transforms, MultiScale(tuple(config.multi_scale))])
+
+
+class Trainer:
+    """The state of one run (model, optimizer, loaders, history) and the steps of its loop."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        context: DistributedContext,
+        *,
+        resume: str | Path | None = None,
+        progress: bool = True,
+        data: DataSplits | None = None,
+    ) -> None:
+        self.config = config
+        self.context = context
+        self.device = device = context.device
+        self.out_dir = Path(resume) if resume is not None else config.run_dir
+        checkpoint = self._resume_checkpoint() if resume is not None else None
+        seed_everything(config.seed)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.data = data if data is not None else load_splits(config, context)
+        self.model = self._build_model()
+        self.parallel_model = context.wrap(self.model)
+        self.train_loader, self.test_loader = self._build_loaders()
+        self.optimizer = create_optimizer(
+            self.model,
+            config.optimizer,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.nesterov,
+        )
+        self.scheduler = create_scheduler(
+            self.optimizer,
+            config.schedule,
+            epochs=config.epochs,
+            steps_per_epoch=len(self.train_loader),
+            warmup_epochs=config.warmup_epochs,
+            step_size=config.lr_step_size,
+            gamma=config.lr_gamma,
+        )
+        # bf16 autocast needs no loss scaling; fp16 on CUDA does.
+        self.amp_dtype = torch.float16 if device.type in ("cuda", "mps") else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(
+            device.type, enabled=config.amp and device.type == "cuda"
+        )
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.history: list[dict] = []
+        self.epochs_done = 0
+        self.best_metric = -math.inf
+        self.display = TrainingDisplay(progress and context.is_main, config.epochs)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+    # ----------------------------------------------------------------------------- set-up
+
+    def _build_model(self) -> nn.Module:
+        config = self.config
+        model = create_model_for_input(
+            config.model, self.data.image_shape, len(self.data.classes), **config.model_options
+        )
+        init_weights(model, config.init)
+        memory_format = torch.channels_last if config.channels_last else torch.preserve_format
+        return model.to(self.device, memory_format=memory_format)
+
+    def _build_loaders(self) -> tuple[BatchLoader, BatchLoader]:
+        config, data, context = self.config, self.data, self.context
+        if config.batch_size % context.world_size:
+            raise OptionError(
+                f"batch_size {config.batch_size} does not split evenly over "
+                f"{context.world_size} processes; use a multiple of {context.world_size}"
+            )
+        batch_size = config.batch_size // context.world_size
+        shared = {
+            "mean": data.mean,
+            "std": data.std,
+            "device": self.device,
+            "shard": (context.rank, context.world_size),
+            "channels_last": config.channels_last,
+        }
+        shard_size = len(data.train) // context.world_size
+        if shard_size == 0:
+            raise OptionError(f"the training split has fewer images than {context.world_size}")
+        train_loader = BatchLoader(
+            data.train,
+            batch_size,
+            shuffle=True,
+            # A last batch of a few images would give batch norm noisy statistics.
+            drop_last=shard_size >= batch_size,
+            augment=build_augment(config, self.model, data.image_shape) or None,
+            seed=config.seed,
+            **shared,
+        )
+        test_loader = BatchLoader(data.test, 2 * batch_size, even_shards=False, **shared)
+        return train_loader, test_loader
+
+    def _resume_checkpoint(self) -> dict:
+        checkpoint = load_checkpoint(self.out_dir / "last.pt", map_location=self.device)
+        previous = checkpoint["config"]
+        for key in RESUME_MUST_MATCH:
+            if previous.get(key) != getattr(self.config, key):
+                raise CheckpointError(
+                    f"cannot resume {self.out_dir}: it was trained with {key}="
+                    f"{previous.get(key)!r}, this config has {key}={getattr(self.config, key)!r}"
+                )
+        if checkpoint["epoch"] >= self.config.epochs:
+            raise OptionError(
+                f"{self.out_dir} has already trained {checkpoint['epoch']} epochs; "
+                f"pass --epochs above {checkpoint['epoch']} to train on"
+            )
+        return checkpoint
+
+    def _restore(self, checkpoint: dict) -> None:
+        self.model.load_state_dict(checkpoint["model_state"])
+        self.optimizer.load_state_dict(checkpoint["optimizer_state"])
+        self.scheduler.load_state_dict(checkpoint["scheduler_state"])
+        if checkpoint["scaler_state"] and self.scaler.is_enabled():
+            self.scaler.load_state_dict(checkpoint["scaler_state"])
+        set_rng_state(checkpoint["rng_state"])
+        self.history = list(checkpoint["history"])
+        self.epochs_done = checkpoint["epoch"]
+        self.best_metric = checkpoint["best_metric"]
+
+    # ----------------------------------------------------------------------------- the steps
+
+    def train_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """One optimizer and scheduler step; the detached loss and logits, left on the device."""
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.config.amp):
+            outputs = self.parallel_model(images)
+            if isinstance(outputs, AuxOutputs):  # GoogLeNet/Inception auxiliary classifiers
+                logits = outputs.logits
+                aux_loss = sum(self.criterion(aux, labels) for aux in outputs.aux_logits)
+                loss = self.criterion(logits, labels) + self.model.aux_loss_weight * aux_loss
+            else:
+                logits = outputs
+                loss = self.criterion(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach().float(), logits.detach()
+
+    def train_one_epoch(self, epoch: int) -> dict:
+        """Train on every batch of epoch `epoch` (0-based); its loss, accuracy and throughput.
+
+        Stops at the first check that sees a non-finite loss, returning `diverged: True`.
+        """
+        self.parallel_model.train()
+        loader = self.train_loader
+        loader.set_epoch(epoch)
+        steps = len(loader)
+        check_every = max(1, steps // CHECKS_PER_EPOCH)
+        sums = torch.zeros(2, device=self.device)  # loss summed over images, correct predictions
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        seen, diverged = 0, False
+        self.display.start_epoch(epoch + 1, steps)
+        started = time.perf_counter()
+        for step, (images, labels) in enumerate(loader, start=1):
+            loss, logits = self.train_step(images, labels)
+            nonfinite |= ~torch.isfinite(loss)
+            correct = (logits.argmax(dim=-1) == labels).sum()
+            sums += torch.stack((loss * len(labels), correct.to(loss.dtype)))
+            seen += len(labels)
+            if step % check_every and step != steps:
+                continue
+            if self.context.any(nonfinite):
+                diverged = True
+                break
+            if self.display.shows_bar:
+                loss_sum, correct_sum = sums.tolist()
+                elapsed = time.perf_counter() - started
+                self.display.update(step, loss_sum / seen, correct_sum / seen, seen / elapsed)
+        seconds = time.perf_counter() - started
+        loss_sum, correct_sum, seen = self.context.sum([*sums.tolist(), seen])
+        return {
+            "train_loss": loss_sum / seen,
+            "train_acc": correct_sum / seen,
+            "images_per_sec": seen / seconds,
+            "diverged": diverged,
+        }
+
+    def evaluate(self) -> dict:
+        """Loss, top-1 and top-5 accuracy on the test split (over every process's shard)."""
+        self.context.sync_buffers(self.model)
+        result = evaluate(self.model, self.test_loader, self.data.classes, amp=self.config.amp)
+        count = result.count
+        loss, top1, top5, count = self.context.sum(
+            [result.loss * count, result.top1 * count, result.top5 * count, count]
+        )
+        return {"test_loss": loss / count, "test_acc": top1 / count, "test_top5": top5 / count}
+
+    def checkpoint_state(self, epochs_done: int) -> dict:
+        """Everything needed to evaluate, predict with or resume this run (plain values only)."""
+        data = self.data
+        return {
+            "model_name": self.model.model_name,
+            "model_options": dict(self.model.model_options),
+            "model_state": self.model.state_dict(),
+            "optimizer_state": self.optimizer.state_dict(),
+            "scheduler_state": self.scheduler.state_dict(),
+            "scaler_state": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "epoch": epochs_done,
+            "rng_state": rng_state(),
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "classes": list(data.classes),
+            "image_shape": list(data.image_shape),
+            "config": self.config.to_dict(),
+            "history": list(self.history),
+            "best_metric": self.best_metric,
+        }
+
+    # ----------------------------------------------------------------------------- the loop
+
+    def fit(self, on_epoch_end: EpochCallback | None = None) -> TrainResult:
+        """Run the remaining epochs; write logs and checkpoints (rank 0) as they finish."""
+        config, writes = self.config, self.context.is_main
+        if writes:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            config.replace(out=str(self.out_dir)).to_yaml(self.out_dir / "config.yaml")
+        status = "completed"
+        with self.display:
+            for epoch in range(self.epochs_done, config.epochs):
+                row = self.run_epoch(epoch)
+                status = "diverged" if row["status"] == "diverged" else "completed"
+                improved = status == "completed" and row["test_acc"] > self.best_metric
+                if improved:
+                    self.best_metric = row["test_acc"]
+                self.history.append(row)
+                if writes:
+                    self._save(row, improved)
+                self.display.end_epoch(row)
+                if on_epoch_end is not None:
+                    on_epoch_end(row)
+                if status == "diverged":
+                    break
+        if writes:
+            title = f"{config.model} on {config.data}"
+            curves = plot_curves(self.history, self.out_dir / "curves.png", title=title)
+            self.display.message(f"curves: {curves}")
+        return TrainResult(status, self.history, self.out_dir, config, self.best_metric)
+
+    def run_epoch(self, epoch: int) -> dict:
+        """Train epoch `epoch` (0-based) and evaluate; its metrics row (see `runlog`)."""
+        started = time.perf_counter()
+        train_metrics = self.train_one_epoch(epoch)
+        diverged = train_metrics.pop("diverged")
+        if diverged:
+            status = "diverged"
+        else:
+            status = "completed" if epoch + 1 == self.config.epochs else "ok"
+        return {
+            "epoch": epoch + 1,
+            **train_metrics,
+            **({} if diverged else self.evaluate()),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+            "status": status,
+        }
+
+    def _save(self, row: dict, improved: bool) -> None:
+        """Metrics files for every epoch; `last.pt` (and `best.pt`) unless the epoch diverged."""
+        write_metrics(self.out_dir, self.history)
+        if row["status"] == "diverged":
+            return
+        state = self.checkpoint_state(row["epoch"])
+        save_checkpoint(self.out_dir / "last.pt", state)
+        if improved:
+            save_checkpoint(self.out_dir / "best.pt", state)

@@ -1,0 +1,85 @@
+"""Tiny learnable datasets and networks for the trainer tests (seconds on a CPU).
+
+`synthetic_splits` makes 1x12x12 images whose class is the quadrant holding a bright blob;
+`tiny_cnn` (global pooling, BN, dropout) and `tiny_aux_cnn` (plus an auxiliary head) are
+registered once per process under those names.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cnnlab.data.memory import DataSplits, TensorDataset
+from cnnlab.models import list_models, register_model
+from cnnlab.models.layers import AuxOutputs, ClassifierNet
+
+QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def _quadrant_images(count: int, side: int, generator: torch.Generator) -> TensorDataset:
+    labels = torch.arange(count) % len(QUADRANTS)
+    images = torch.randint(0, 60, (count, 1, side, side), generator=generator)
+    half = side // 2
+    offsets = torch.randint(0, half - 3, (count, 2), generator=generator)
+    for index, (label, (dy, dx)) in enumerate(zip(labels.tolist(), offsets.tolist(), strict=True)):
+        top = (label // 2) * half + dy
+        left = (label % 2) * half + dx
+        images[index, :, top : top + 4, left : left + 4] += 180
+    return TensorDataset(images.clamp(0, 255).to(torch.uint8), labels, list(QUADRANTS))
+
+
+def synthetic_splits(
+    train: int = 256, test: int = 128, side: int = 12, seed: int = 0
+) -> DataSplits:
+    """Train/test splits of the quadrant task; a small CNN learns it in a few epochs."""
+    generator = torch.Generator().manual_seed(seed)
+    train_set = _quadrant_images(train, side, generator)
+    test_set = _quadrant_images(test, side, generator)
+    mean = train_set.images.float().mean().item() / 255
+    std = train_set.images.float().std().item() / 255
+    return DataSplits("quadrants", train_set, test_set, (mean,), (std,))
+
+
+class TinyCNN(ClassifierNet):
+    """Two conv-BN-ReLU stages, global average pooling, dropout, a linear classifier."""
+
+    def __init__(self, num_classes: int, in_channels: int, aux: bool) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2)
+        )
+        self.stage = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.dropout = nn.Dropout(0.1)
+        self.fc = nn.Linear(16, num_classes)
+        self.aux = nn.Linear(8, num_classes) if aux else None
+        self.aux_loss_weight = 0.3
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stage(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.dropout(x.mean(dim=(2, 3)))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | AuxOutputs:
+        stem = self.stem(x)
+        logits = self.forward_head(self.stage(stem))
+        if self.aux is not None and self.training:
+            return AuxOutputs(logits, (self.aux(stem.mean(dim=(2, 3))),))
+        return logits
+
+
+def tiny_cnn(*, num_classes: int = 4, in_channels: int = 1) -> TinyCNN:
+    """A two-stage CNN with global pooling, for tests."""
+    return TinyCNN(num_classes, in_channels, aux=False)
+
+
+def tiny_aux_cnn(*, num_classes: int = 4, in_channels: int = 1) -> TinyCNN:
+    """`tiny_cnn` with an auxiliary classifier on the first stage, for tests."""
+    return TinyCNN(num_classes, in_channels, aux=True)
+
+
+for _builder in (tiny_cnn, tiny_aux_cnn):
+    if _builder.__name__ not in list_models():
+        register_model(input_size=(1, 12, 12), paper="test network")(_builder)

@@ -28,6 +28,8 @@ from cnnlab.errors import OptionError
 from cnnlab.models.layers import ClassifierNet
 from cnnlab.models.registry import register_model
 
+# CIFAR-10 training-set channel statistics, the CIFAR variants' metadata (the paper subtracts
+# the per-pixel mean; cnnlab's engine normalizes per channel with statistics of the data).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
@@ -173,6 +175,8 @@ class ResNet(ClassifierNet):
     (before the block's expansion). The ImageNet stem is a 7x7 stride-2 convolution and a
     3x3 stride-2 max-pool; `small_input=True` swaps it for the CIFAR networks' 3x3 stride-1
     convolution without pooling, so 32x32 images keep 32x32 maps in the first stage.
+    `shortcut` picks option A or B where a block changes shape; `groups` and
+    `width_per_group` shape the bottleneck's 3x3 (ResNeXt, wide ResNets).
     """
 
     classifier_name = "fc"

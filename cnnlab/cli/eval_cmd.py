@@ -1,0 +1,201 @@
+"""`cnnlab eval` scores a checkpoint on a dataset's test split; `cnnlab predict` classifies files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cnnlab.cli import app, console, error_console
+from cnnlab.data.datasets import load_dataset
+from cnnlab.data.memory import BatchLoader
+from cnnlab.engine.checkpoint import atomic_write, model_from_checkpoint, resolve_checkpoint_path
+from cnnlab.engine.distributed import resolve_device
+from cnnlab.engine.evaluate import EvalResult, FilePrediction, evaluate, predict_files
+from cnnlab.engine.metrics import most_confused
+from cnnlab.engine.plots import plot_confusion
+from cnnlab.errors import CheckpointError, DataError
+
+MAX_MATRIX_TABLE_CLASSES = 12  # larger confusion matrices print as their most confused pairs
+CHECKPOINT_HELP = "A checkpoint file, or a run folder (its best.pt, else last.pt)."
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda or mps."
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
+    data: str = typer.Option(
+        ..., "--data", "-d", help="Dataset to score on, e.g. mnist, cifar10, folder:PATH."
+    ),
+    batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Images per batch."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder for confusion.png and eval.json (default: the checkpoint's)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
+) -> None:
+    """Top-1/top-5 accuracy, per-class accuracy and the confusion matrix on the test split."""
+    checkpoint_file = resolve_checkpoint_path(checkpoint)
+    torch_device = resolve_device(device)
+    model, state = model_from_checkpoint(checkpoint_file, device=torch_device)
+    channels, size, _ = state["image_shape"]
+    splits = load_dataset(data, image_size=size, channels=channels)
+    _check_classes(state["classes"], splits.test.classes, data)
+    loader = BatchLoader(
+        splits.test,
+        batch_size,
+        mean=tuple(state["mean"]),
+        std=tuple(state["std"]),
+        device=torch_device,
+    )
+    result = evaluate(model, loader, state["classes"])
+
+    out_dir = out if out is not None else checkpoint_file.parent
+    report = {
+        "checkpoint": str(checkpoint_file),
+        "model": state["model_name"],
+        "data": data,
+        "split": "test",
+        **result.to_dict(),
+    }
+    with atomic_write(out_dir / "eval.json", "w") as file:
+        json.dump(report, file, indent=2)
+    title = f"{state['model_name']} on {data}: top-1 accuracy {result.top1:.2%}"
+    plot_confusion(result.confusion, result.classes, out_dir / "confusion.png", title=title)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    console.print(_summary_table(result, state["model_name"], data, checkpoint_file))
+    console.print(_per_class_table(result))
+    console.print(_confusion_table(result))
+    console.print(f"wrote {out_dir / 'confusion.png'} and {out_dir / 'eval.json'}")
+
+
+@app.command("predict")
+def predict_command(
+    checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
+    paths: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
+    topk: int = typer.Option(5, "--topk", "-k", min=1, help="How many classes to show per file."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
+) -> None:
+    """The most probable classes of each image, with their probabilities.
+
+    A file that cannot be read gets its own error line and the others go on. The exit code is
+    0 when at least one file was classified and 2 when none was.
+    """
+    torch_device = resolve_device(device)
+    model, state = model_from_checkpoint(checkpoint, device=torch_device)
+    predictions = predict_files(
+        model,
+        paths,
+        mean=state["mean"],
+        std=state["std"],
+        image_shape=state["image_shape"],
+        classes=state["classes"],
+        topk=topk,
+        device=torch_device,
+    )
+    classified = [prediction for prediction in predictions if prediction.error is None]
+    if as_json:
+        typer.echo(json.dumps([prediction.to_dict() for prediction in predictions], indent=2))
+    elif classified:
+        console.print(_prediction_table(classified, min(topk, len(state["classes"]))))
+    for prediction in predictions:
+        if prediction.error is not None and not as_json:
+            error_console.print(
+                f"[red]skipped:[/] {prediction.error}", highlight=False, soft_wrap=True
+            )
+    if not classified:
+        raise DataError(f"none of the {len(predictions)} file(s) could be classified")
+
+
+def _check_classes(trained: list[str], found: list[str], data: str) -> None:
+    """Refuse data whose classes are not the checkpoint's, in the same order."""
+    if trained == found:
+        return
+    if len(trained) != len(found):
+        raise CheckpointError(
+            f"the checkpoint was trained on {len(trained)} classes but {data} has {len(found)}; "
+            "evaluate on the dataset the model was trained on"
+        )
+    index = next(i for i, (a, b) in enumerate(zip(trained, found, strict=True)) if a != b)
+    raise CheckpointError(
+        f"class {index} is '{trained[index]}' in the checkpoint but '{found[index]}' in {data}; "
+        "evaluate on the dataset the model was trained on"
+    )
+
+
+def _summary_table(result: EvalResult, model: str, data: str, checkpoint: Path) -> Table:
+    top_k = min(5, len(result.classes))  # with fewer classes, top-5 is top-all
+    table = Table(title="Evaluation", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    rows = (
+        ("Model", model),
+        ("Checkpoint", str(checkpoint)),
+        ("Data", f"{data} (test split, {result.count:,} images)"),
+        ("Loss", f"{result.loss:.4f}"),
+        ("Top-1 accuracy", f"{result.top1:.2%} (error {result.top1_error:.2%})"),
+        (f"Top-{top_k} accuracy", f"{result.top5:.2%} (error {result.top5_error:.2%})"),
+    )
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _per_class_table(result: EvalResult) -> Table:
+    table = Table(title="Per-class accuracy")
+    table.add_column("Class")
+    for column in ("Images", "Correct", "Accuracy"):
+        table.add_column(column, justify="right")
+    totals = result.confusion.sum(dim=1).tolist()
+    correct = result.confusion.diagonal().tolist()
+    for name, total, hits in zip(result.classes, totals, correct, strict=True):
+        table.add_row(name, f"{total:,}", f"{hits:,}", f"{hits / total:.2%}" if total else "-")
+    return table
+
+
+def _confusion_table(result: EvalResult) -> Table:
+    """The full matrix when it is small enough to read, else its most confused pairs."""
+    matrix = result.confusion.tolist()
+    if len(result.classes) > MAX_MATRIX_TABLE_CLASSES:
+        table = Table(title="Most confused pairs (see confusion.png for the full matrix)")
+        for column, justify in (
+            ("True class", "left"),
+            ("Predicted as", "left"),
+            ("Images", "right"),
+        ):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for true, predicted, count in most_confused(result.confusion):
+            table.add_row(result.classes[true], result.classes[predicted], f"{count:,}")
+        return table
+    table = Table(title="Confusion matrix")
+    table.add_column("true \\ predicted", no_wrap=True)
+    for index in range(len(result.classes)):
+        table.add_column(str(index), justify="right")
+    for index, (name, row) in enumerate(zip(result.classes, matrix, strict=True)):
+        cells = [
+            f"[bold green]{count:,}[/]"
+            if column == index
+            else (f"{count:,}" if count else "[dim]·[/]")
+            for column, count in enumerate(row)
+        ]
+        table.add_row(f"{index} {name}", *cells)
+    return table
+
+
+def _prediction_table(predictions: list[FilePrediction], topk: int) -> Table:
+    table = Table(title=f"Top-{topk} predictions")
+    table.add_column("File", overflow="fold")
+    for rank in range(1, topk + 1):
+        table.add_column(f"#{rank}")
+    for prediction in predictions:
+        cells = [
+            f"{name} [dim]{probability:.1%}[/]"
+            for name, probability in zip(prediction.classes, prediction.probabilities, strict=True)
+        ]
+        table.add_row(str(prediction.path), *cells)
+    return table

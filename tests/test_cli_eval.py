@@ -1,0 +1,185 @@
+"""`cnnlab eval` and `cnnlab predict` end to end, on a tiny image tree and a hand-set network.
+
+The network calls an image "light" when its mean brightness is above mid-grey, so every
+expected accuracy and confusion count follows from how the images were drawn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from typer.testing import CliRunner
+
+from cnnlab.cli import app
+from cnnlab.engine.checkpoint import save_checkpoint
+from cnnlab.models import create_model, register_model
+
+CLASSES = ["dark", "light"]
+DARK, LIGHT = 40, 210
+# Test images per folder: the dark folder holds one light image, which the net must miss.
+TEST_TREE = {"dark": [DARK, DARK, LIGHT], "light": [LIGHT, LIGHT, LIGHT]}
+
+
+@register_model(input_size=(1, 8, 8), paper="test fixture")
+def brightness_test_net(*, num_classes: int = 2, in_channels: int = 1) -> nn.Module:
+    """Global average pooling and a linear layer: a brightness threshold once its weights are set."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, num_classes))
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    return CliRunner(env={"COLUMNS": "160"})
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path) -> Path:
+    """A run folder whose best.pt holds the brightness net (normalized mid-grey maps to 0)."""
+    model = create_model("brightness_test_net")
+    with torch.no_grad():
+        model[2].weight.copy_(torch.tensor([[-1.0], [1.0]]))
+        model[2].bias.zero_()
+    path = tmp_path / "run" / "best.pt"
+    save_checkpoint(
+        path,
+        {
+            "model_name": model.model_name,
+            "model_options": model.model_options,
+            "model_state": model.state_dict(),
+            "classes": CLASSES,
+            "mean": [0.5],
+            "std": [0.25],
+            "image_shape": [1, 8, 8],
+            "epoch": 3,
+        },
+    )
+    return path
+
+
+def write_png(path: Path, brightness: int, seed: int) -> Path:
+    noise = np.random.default_rng(seed).integers(-20, 21, size=(8, 8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((brightness + noise).astype(np.uint8), mode="L").save(path)
+    return path
+
+
+@pytest.fixture
+def image_tree(tmp_path: Path) -> Path:
+    root = tmp_path / "shapes"
+    for name, brightness in (("dark", DARK), ("light", LIGHT)):
+        for index in range(4):
+            write_png(root / "train" / name / f"{index}.png", brightness, seed=index)
+    for name, brightnesses in TEST_TREE.items():
+        for index, brightness in enumerate(brightnesses):
+            write_png(root / "test" / name / f"{index}.png", brightness, seed=10 + index)
+    return root
+
+
+def test_eval_prints_and_writes_the_scores(
+    runner: CliRunner, checkpoint: Path, image_tree: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "report"
+    result = runner.invoke(
+        app, ["eval", str(checkpoint), "--data", f"folder:{image_tree}", "--out", str(out)]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "83.33%" in result.stdout  # 5 of 6 test images
+    assert "Per-class accuracy" in result.stdout and "66.67%" in result.stdout
+    assert str(out / "confusion.png") in result.stdout.replace("\n", "")
+    report = json.loads((out / "eval.json").read_text())
+    assert report["top1"] == pytest.approx(5 / 6)
+    assert report["top5"] == 1.0
+    assert report["confusion"] == [[2, 1], [0, 3]]
+    assert report["per_class_accuracy"] == {"dark": pytest.approx(2 / 3), "light": 1.0}
+    with Image.open(out / "confusion.png") as image:
+        assert image.format == "PNG"
+
+
+def test_eval_json_goes_beside_the_checkpoint_by_default(
+    runner: CliRunner, checkpoint: Path, image_tree: Path
+) -> None:
+    run_folder = checkpoint.parent
+    result = runner.invoke(
+        app, ["eval", str(run_folder), "--data", f"folder:{image_tree}", "--json"]
+    )
+
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed["count"] == 6 and printed["checkpoint"] == str(checkpoint)
+    assert json.loads((run_folder / "eval.json").read_text()) == printed
+    assert (run_folder / "confusion.png").is_file()
+
+
+def test_eval_refuses_data_with_other_classes(
+    runner: CliRunner, checkpoint: Path, image_tree: Path
+) -> None:
+    (image_tree / "train" / "dark").rename(image_tree / "train" / "black")
+    (image_tree / "test" / "dark").rename(image_tree / "test" / "black")
+    result = runner.invoke(app, ["eval", str(checkpoint), "--data", f"folder:{image_tree}"])
+
+    assert result.exit_code == 2
+    assert "class 0 is 'dark' in the checkpoint but 'black'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_eval_missing_checkpoint_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", str(tmp_path / "nope.pt"), "--data", "mnist"])
+
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'nope.pt'}: no such checkpoint; pass a .pt file or a run folder"
+    ]
+
+
+@pytest.fixture
+def mixed_files(tmp_path: Path) -> list[Path]:
+    good = write_png(tmp_path / "in" / "bright.png", LIGHT, seed=0)
+    broken = tmp_path / "in" / "broken.jpg"
+    Image.new("RGB", (32, 32), "white").save(broken, quality=90)
+    broken.write_bytes(broken.read_bytes()[:200])
+    text = tmp_path / "in" / "readme.txt"
+    text.write_text("not an image")
+    return [good, broken, text]
+
+
+def test_predict_shows_good_files_and_reports_bad_ones(
+    runner: CliRunner, checkpoint: Path, mixed_files: list[Path]
+) -> None:
+    result = runner.invoke(app, ["predict", str(checkpoint), *map(str, mixed_files), "-k", "1"])
+
+    assert result.exit_code == 0, result.output
+    assert "bright.png" in result.stdout and "light" in result.stdout
+    assert "broken.jpg" not in result.stdout
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2
+    assert "broken.jpg" in errors[0] and "readme.txt" in errors[1]
+
+
+def test_predict_json_keeps_every_file(
+    runner: CliRunner, checkpoint: Path, mixed_files: list[Path]
+) -> None:
+    result = runner.invoke(app, ["predict", str(checkpoint), *map(str, mixed_files), "--json"])
+
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [row["path"] for row in rows] == list(map(str, mixed_files))
+    top = rows[0]["top"]
+    assert [entry["class"] for entry in top] == ["light", "dark"]  # top-5 capped at 2 classes
+    assert sum(entry["probability"] for entry in top) == pytest.approx(1.0)
+    assert "error" in rows[1] and "error" in rows[2]
+
+
+def test_predict_fails_when_no_file_is_readable(
+    runner: CliRunner, checkpoint: Path, mixed_files: list[Path]
+) -> None:
+    result = runner.invoke(app, ["predict", str(checkpoint), *map(str, mixed_files[1:])])
+
+    assert result.exit_code == 2
+    assert "none of the 2 file(s) could be classified" in result.stderr

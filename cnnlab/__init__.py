@@ -1,8 +1,18 @@
 """cnnlab: build, train, compare, ablate, transfer and diagnose the landmark CNNs."""
 
+from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.engine.evaluate import evaluate
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, list_models, model_info
 
 __version__ = "0.1.0"
 
-__all__ = ["CnnlabError", "__version__", "create_model", "list_models", "model_info"]
+__all__ = [
+    "CnnlabError",
+    "__version__",
+    "create_model",
+    "evaluate",
+    "list_models",
+    "load_checkpoint",
+    "model_info",
+]

@@ -235,7 +235,10 @@ class Inception3(InceptionNet):
         self.add_head(2048, num_classes, dropout)
 
         init_truncated_normal(self, std=0.1)
-        if self.AuxLogits is not None:  # the auxiliary head's last layers start smaller
+        # The auxiliary head's last layers start smaller, as in the TensorFlow model and as
+        # torchvision intends (its 0.01 for conv1 sits on the wrapper module, which its init loop
+        # never sees, so torchvision's conv1 actually starts at 0.1).
+        if self.AuxLogits is not None:
             init_truncated_normal(self.AuxLogits.conv1, std=0.01)
             init_truncated_normal(self.AuxLogits.fc, std=0.001)
 

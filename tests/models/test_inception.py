@@ -1,0 +1,151 @@
+"""Inception-v3 against torchvision's reference: weights, outputs, auxiliary head, input sizes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import inception as tv_inception
+
+from cnnlab.errors import InputSizeError, OptionError
+from cnnlab.models import check_input_size, count_parameters, create_model, min_input_size
+from cnnlab.models.inception import InceptionAux
+from cnnlab.models.layers import AuxOutputs
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["aux", "no_aux"])
+def model_pair(request: pytest.FixtureRequest) -> tuple[nn.Module, nn.Module, bool]:
+    """(cnnlab inception_v3, torchvision inception_v3, aux_logits), built from the same seed."""
+    torch.manual_seed(0)
+    aux = request.param
+    reference = torchvision.models.inception_v3(
+        weights=None, aux_logits=aux, init_weights=True, transform_input=False
+    )
+    return create_model("inception_v3", aux_logits=aux), reference, aux
+
+
+@pytest.fixture(scope="module")
+def small_model() -> nn.Module:
+    """A 10-class Inception-v3 with its auxiliary head, for behaviour that does not mutate it."""
+    torch.manual_seed(0)
+    return create_model("inception_v3", num_classes=10)
+
+
+def test_parameter_count_matches_torchvision(model_pair) -> None:
+    _, reference, aux = model_pair
+    expected = sum(p.numel() for p in reference.parameters())
+    assert count_parameters("inception_v3", aux_logits=aux) == expected
+
+
+def test_state_dict_names_and_shapes_match_torchvision(model_pair) -> None:
+    model, reference, _ = model_pair
+    ours = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    theirs = {name: tuple(t.shape) for name, t in reference.state_dict().items()}
+    assert ours == theirs
+
+
+def test_torchvision_weights_load_and_give_the_same_outputs(model_pair) -> None:
+    model, reference, _ = model_pair
+    model.load_state_dict(reference.state_dict(), strict=True)
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 80, 80)
+    with torch.no_grad():
+        ours, theirs = model.eval()(x), reference.eval()(x)
+    assert isinstance(ours, torch.Tensor) and ours.shape == (1, 1000)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5 * theirs.abs().max().item())
+
+
+def test_aux_head_matches_torchvision_on_the_papers_17x17_grid() -> None:
+    torch.manual_seed(0)
+    reference = tv_inception.InceptionAux(768, num_classes=10)
+    head = InceptionAux(768, num_classes=10)
+    head.load_state_dict(reference.state_dict(), strict=True)
+    maps = torch.randn(2, 768, 17, 17)
+    torch.testing.assert_close(head.train()(maps), reference.train()(maps))
+
+
+def test_train_mode_returns_one_aux_logits_and_eval_mode_plain_logits(small_model) -> None:
+    x = torch.randn(2, 3, 75, 75)  # the smallest input: a 3x3 grid under the auxiliary head
+    out = small_model.train()(x)
+    assert isinstance(out, AuxOutputs)
+    assert out.logits.shape == (2, 10)
+    assert [tuple(a.shape) for a in out.aux_logits] == [(2, 10)]
+    assert torch.isfinite(out.aux_logits[0]).all()
+    with torch.no_grad():
+        plain = small_model.eval()(x)
+    assert isinstance(plain, torch.Tensor) and plain.shape == (2, 10)
+
+
+def test_features_and_head_compose_to_the_forward(small_model) -> None:
+    x = torch.randn(1, 3, 75, 75)
+    small_model.eval()
+    with torch.no_grad():
+        features = small_model.forward_features(x)
+        assert features.shape == (1, 2048, 1, 1)
+        assert small_model.forward_head(features, pre_logits=True).shape == (1, 2048)
+        torch.testing.assert_close(small_model.forward_head(features), small_model(x))
+
+
+def test_aux_logits_false_removes_the_head() -> None:
+    torch.manual_seed(0)
+    model = create_model("inception_v3", num_classes=5, aux_logits=False)
+    assert model.AuxLogits is None and model.aux_heads() == []
+    assert not any(name.startswith("AuxLogits") for name in model.state_dict())
+    out = model.train()(torch.randn(2, 3, 75, 75))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 5)
+
+
+def test_aux_loss_weight_is_torchvisions_recipe() -> None:
+    with torch.device("meta"):
+        assert create_model("inception_v3").aux_loss_weight == 0.4
+
+
+def test_grayscale_input_with_in_channels_1() -> None:
+    torch.manual_seed(0)
+    model = create_model("inception_v3", num_classes=10, in_channels=1, aux_logits=False).eval()
+    assert model.Conv2d_1a_3x3.conv.weight.shape == (32, 1, 3, 3)
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 75, 75)).shape == (1, 10)
+
+
+def test_reset_classifier_resizes_main_and_aux_heads() -> None:
+    torch.manual_seed(0)
+    model = create_model("inception_v3")
+    model.reset_classifier(3)
+    assert model.get_classifier() is model.fc and model.fc.out_features == 3
+    out = model.train()(torch.randn(2, 3, 75, 75))
+    assert [tuple(t.shape) for t in (out.logits, *out.aux_logits)] == [(2, 3), (2, 3)]
+
+
+def test_initialization_follows_the_reference_model() -> None:
+    torch.manual_seed(0)
+    model = create_model("inception_v3")
+    expected_std = {
+        model.Mixed_7c.branch3x3dbl_1.conv.weight: 0.1,
+        model.fc.weight: 0.1,
+        model.AuxLogits.conv1.conv.weight: 0.01,
+        model.AuxLogits.fc.weight: 0.001,
+    }
+    for weight, std in expected_std.items():
+        assert weight.std().item() == pytest.approx(std, rel=0.05)
+    batch_norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all((bn.weight == 1).all() and (bn.bias == 0).all() for bn in batch_norms)
+
+
+def test_smallest_input_is_torchvisions_and_smaller_inputs_raise() -> None:
+    smallest = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1.meta["min_size"][0]
+    assert min_input_size("inception_v3") == smallest
+    with torch.device("meta"):
+        model = create_model("inception_v3").eval()
+        assert model(torch.empty(1, 3, smallest, smallest)).shape == (1, 1000)
+        with pytest.raises(RuntimeError):
+            model(torch.empty(1, 3, smallest - 1, smallest - 1))
+    with pytest.raises(InputSizeError, match=f"smallest it accepts is {smallest}x{smallest}"):
+        check_input_size("inception_v3", (3, 64, 64))
+
+
+@pytest.mark.parametrize("options", [{"num_classes": 0}, {"in_channels": -1}, {"dropout": 1.5}])
+def test_bad_options_raise(options: dict[str, object]) -> None:
+    with torch.device("meta"), pytest.raises(OptionError):
+        create_model("inception_v3", **options)

@@ -2,7 +2,8 @@
 
 Figures are built on matplotlib's object API with the Agg canvas, never through pyplot, so
 plotting holds no global state, needs no display and is safe from worker threads. Files are
-written atomically: a crash never leaves half a PNG behind.
+written atomically: a crash never leaves half a PNG behind. matplotlib is imported on first
+use, so importing cnnlab (and starting its command line) does not pay for it.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from cnnlab.engine.checkpoint import atomic_write
 from cnnlab.errors import DataError
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 TRAIN_COLOR, TEST_COLOR, DIVERGED_COLOR = "#1f77b4", "#ff7f0e", "#d62728"
 MAX_MARKED_EPOCHS = 30  # beyond this, markers on every epoch clutter the lines
@@ -35,10 +37,12 @@ def plot_curves(history: list[dict], path: str | Path, *, title: str | None = No
     `test_acc`, `test_top5` (accuracies as fractions) and optionally `epoch` and `status`; an
     epoch whose status is `diverged` is marked on both panels.
     """
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
     if not history:
         raise DataError("no epochs to plot: the training history is empty")
     epochs = [row.get("epoch", number) for number, row in enumerate(history, start=1)]
-    figure = Figure(figsize=(10, 4), layout="constrained")
+    figure = _new_figure(10, 4)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     marker = "o" if len(history) <= MAX_MARKED_EPOCHS else None
     curves = (
@@ -86,6 +90,8 @@ def plot_confusion(
     Colours show each row normalized to the fraction of its true class, so rare classes are as
     readable as common ones; small matrices also show the raw counts in their cells.
     """
+    from matplotlib.ticker import PercentFormatter
+
     counts = torch.as_tensor(matrix, dtype=torch.int64).numpy()
     size = len(classes)
     if size == 0 or counts.shape != (size, size):
@@ -95,7 +101,7 @@ def plot_confusion(
     totals = counts.sum(axis=1, keepdims=True)
     fractions = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     side = min(max(0.45 * size + 3.0, 5.0), 18.0)
-    figure = Figure(figsize=(side + 1.2, side), layout="constrained")
+    figure = _new_figure(side + 1.2, side)
     axes = figure.subplots()
     image = axes.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     colorbar = figure.colorbar(image, ax=axes, shrink=0.8, format=PercentFormatter(xmax=1.0))
@@ -149,10 +155,19 @@ def _style(axes: Axes) -> None:
     axes.spines[["top", "right"]].set_visible(False)
 
 
-def _save(figure: Figure, path: str | Path) -> Path:
-    """Render with the Agg canvas into `path` atomically; the format follows the suffix."""
-    path = Path(path)
+def _new_figure(width: float, height: float) -> Figure:
+    """An empty figure on the Agg canvas (inches), laid out to fit its labels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    """Render `figure` into `path` atomically; the format follows the suffix."""
+    path = Path(path)
     with atomic_write(path) as file:
         figure.savefig(file, format=path.suffix.lstrip(".").lower() or "png", dpi=150)
     return path

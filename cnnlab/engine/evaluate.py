@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from cnnlab.data.images import IMAGE_SUFFIXES, read_image
 from cnnlab.data.memory import BatchLoader, TensorDataset
 from cnnlab.engine.metrics import confusion_matrix, per_class_accuracy, topk_correct
-from cnnlab.errors import DataError
+from cnnlab.errors import DataError, OptionError
 
 
 @dataclass
@@ -72,9 +72,9 @@ def evaluate(
 ) -> EvalResult:
     """Mean cross-entropy, top-1/top-5 accuracy and the confusion matrix of `model` on `loader`.
 
-    Runs in eval mode without gradients (the model's mode is restored afterwards) and
-    synchronizes with the device once. With `amp`, forward passes run under autocast. Top-5
-    means top-min(5, number of classes).
+    Runs in eval mode without gradients (the model's mode is restored afterwards); the sums
+    stay on the device until the last batch is done, so the loop never waits for the host.
+    With `amp`, forward passes run under autocast. Top-5 means top-min(5, number of classes).
     """
     device = loader.device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
@@ -118,6 +118,7 @@ class FilePrediction:
     error: str | None = None
 
     def to_dict(self) -> dict:
+        """`{"path", "top": [{"class", "probability"}, ...]}`, or `{"path", "error"}`."""
         if self.error is not None:
             return {"path": str(self.path), "error": self.error}
         top = [
@@ -135,9 +136,7 @@ def expand_image_paths(paths: Sequence[str | Path]) -> list[tuple[Path, str | No
     expanded: list[tuple[Path, str | None]] = []
     for path in map(Path, paths):
         if path.is_dir():
-            images = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            images = sorted(p for p in path.rglob("*") if _is_visible_image(p, path))
             expanded += [(image, None) for image in images]
             if not images:
                 expanded.append((path, f"{path}: no images in this folder"))
@@ -146,6 +145,12 @@ def expand_image_paths(paths: Sequence[str | Path]) -> list[tuple[Path, str | No
         else:
             expanded.append((path, f"{path}: no such file"))
     return expanded
+
+
+def _is_visible_image(path: Path, root: Path) -> bool:
+    """An image file not hidden itself nor inside a hidden folder (`.DS_Store`, `._x.jpg`)."""
+    hidden = any(part.startswith(".") for part in path.relative_to(root).parts)
+    return not hidden and path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 
 
 def predict_files(
@@ -166,7 +171,7 @@ def predict_files(
     file that cannot be read gets a `FilePrediction` with `error` set; the others go on.
     """
     if topk < 1:
-        raise DataError(f"topk must be at least 1, got {topk}")
+        raise OptionError(f"topk must be at least 1, got {topk}")
     channels, size = int(image_shape[0]), int(image_shape[1])
     entries = expand_image_paths(paths)
     results: list[FilePrediction] = []

@@ -13,7 +13,7 @@ from torch import nn
 from cnnlab.data.images import read_image
 from cnnlab.data.memory import BatchLoader, TensorDataset
 from cnnlab.engine.evaluate import evaluate, predict_files
-from cnnlab.errors import DataError
+from cnnlab.errors import DataError, OptionError
 from cnnlab.models import create_model, register_model
 
 CLASSES = ["circle", "square", "triangle", "star", "heart", "moon", "cross"]
@@ -163,11 +163,14 @@ def test_predict_files_reports_bad_files_and_goes_on(
     assert results[0].to_dict() == {"path": str(paths[0]), "error": errors[0]}
 
 
-def test_predict_files_expands_folders_and_caps_topk(
+def test_predict_files_expands_folders_skipping_hidden_files(
     model: nn.Module, image_files: dict[str, Path], tmp_path: Path
 ) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
+    (image_files["folder"] / ".thumbnails").mkdir()
+    for hidden in (".shape.png", ".thumbnails/shape.png"):
+        (image_files["folder"] / hidden).write_bytes(image_files["png"].read_bytes())
     results = predict(model, [image_files["folder"], empty], topk=100)
 
     assert [r.path.name for r in results] == ["broken.jpg", "shape.png", "empty"]
@@ -189,3 +192,8 @@ def test_predict_files_batches_like_a_single_pass(
     for single, batched in zip(one_by_one, together, strict=True):
         assert single.classes == batched.classes
         assert single.probabilities == pytest.approx(batched.probabilities, rel=1e-5)
+
+
+def test_predict_files_refuses_topk_below_one(model: nn.Module, image_files: dict) -> None:
+    with pytest.raises(OptionError, match="topk must be at least 1"):
+        predict(model, [image_files["png"]], topk=0)

@@ -38,6 +38,7 @@ class TrainConfig:
     `batch_size` is the global batch: with N data-parallel processes each takes
     `batch_size / N` images per step, so a recipe means the same thing on any number of them.
     `lr_step_size` is the epochs between decays of the `step` schedule (0: a third of the run).
+    `val_fraction` is the share held out as the test split of datasets that have none.
     `out` is the run folder; None gives `runs/<model>-<data>-<hash>`.
     """
 
@@ -65,7 +66,7 @@ class TrainConfig:
     channels_last: bool = False
     image_size: int | None = None
     channels: int | None = None
-    val_fraction: float = 0.0
+    val_fraction: float = 0.2
     download: bool = False
     out: str | None = None
 
@@ -92,8 +93,8 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise OptionError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.val_fraction < 1:
-            raise OptionError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 < self.val_fraction < 1:
+            raise OptionError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0 <= self.label_smoothing < 1:
             raise OptionError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 < self.lr_gamma <= 1:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from cnnlab.data.augment import BatchAugment, MultiScale, parse_augment
+from cnnlab.data.datasets import load_dataset
 from cnnlab.data.memory import BatchLoader, DataSplits
 from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.engine.config import TrainConfig
@@ -122,8 +123,6 @@ def set_rng_state(state: dict) -> None:
 
 def load_splits(config: TrainConfig, context: DistributedContext) -> DataSplits:
     """`config.data` loaded; with several processes rank 0 goes first (downloads, caches)."""
-    from cnnlab.data.datasets import load_dataset
-
     if not context.is_main:
         context.barrier()
     splits = load_dataset(

@@ -2,6 +2,8 @@
 
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.trainer import train
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, list_models, model_info
 

@@ -86,7 +86,17 @@ def test_eval_prints_and_writes_the_scores(
 ) -> None:
     out = tmp_path / "report"
     result = runner.invoke(
-        app, ["eval", str(checkpoint), "--data", f"folder:{image_tree}", "--out", str(out)]
+        app,
+        [
+            "eval",
+            str(checkpoint),
+            "--data",
+            f"folder:{image_tree}",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
     )
 
     assert result.exit_code == 0, result.output
@@ -94,6 +104,7 @@ def test_eval_prints_and_writes_the_scores(
     assert "Per-class accuracy" in result.stdout and "66.67%" in result.stdout
     assert str(out / "confusion.png") in result.stdout.replace("\n", "")
     report = json.loads((out / "eval.json").read_text())
+    assert (report["model"], report["epoch"], report["device"]) == ("brightness_test_net", 3, "cpu")
     assert report["top1"] == pytest.approx(5 / 6)
     assert report["top5"] == 1.0
     assert report["confusion"] == [[2, 1], [0, 3]]

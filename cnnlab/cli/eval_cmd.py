@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 import typer
 from rich.table import Table
 
+from cnnlab import __version__
 from cnnlab.cli import app, console, error_console
 from cnnlab.data.datasets import load_dataset
 from cnnlab.data.memory import BatchLoader
@@ -34,6 +36,7 @@ def eval_command(
     out: Path | None = typer.Option(
         None, "--out", help="Folder for confusion.png and eval.json (default: the checkpoint's)."
     ),
+    amp: bool = typer.Option(False, "--amp", help="Run the forward passes in mixed precision."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
 ) -> None:
     """Top-1/top-5 accuracy, per-class accuracy and the confusion matrix on the test split."""
@@ -50,14 +53,18 @@ def eval_command(
         std=tuple(state["std"]),
         device=torch_device,
     )
-    result = evaluate(model, loader, state["classes"])
+    result = evaluate(model, loader, state["classes"], amp=amp)
 
     out_dir = out if out is not None else checkpoint_file.parent
     report = {
         "checkpoint": str(checkpoint_file),
         "model": state["model_name"],
+        "epoch": state.get("epoch"),
         "data": data,
         "split": "test",
+        "device": str(torch_device),
+        "amp": amp,
+        "versions": {"cnnlab": __version__, "torch": torch.__version__},
         **result.to_dict(),
     }
     with atomic_write(out_dir / "eval.json", "w") as file:

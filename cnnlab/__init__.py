@@ -1,8 +1,8 @@
 """cnnlab: build, train, compare, ablate, transfer and diagnose the landmark CNNs."""
 
 from cnnlab.engine.checkpoint import load_checkpoint
-from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.trainer import train
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model, list_models, model_info
@@ -11,10 +11,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CnnlabError",
+    "TrainConfig",
     "__version__",
     "create_model",
     "evaluate",
     "list_models",
     "load_checkpoint",
     "model_info",
+    "train",
 ]

@@ -149,13 +149,11 @@ def min_input_size(name: str, **options: object) -> int:
     """The smallest square input side that model `name` (with `options`) accepts."""
     resolved = resolve_options(name, **options)
     channels = int(resolved.get("in_channels", model_info(name).input_size[0]))
-    works = [s for s in (8, 16, 32, 64, 128, 256, 512) if _accepts(name, options, (channels, s, s))]
-    default = model_info(name).input_size[1]
-    if not works and _accepts(name, options, (channels, default, default)):
-        works = [default]
-    if not works:
+    sizes = (8, 16, 32, 64, 128, 256, 512, model_info(name).input_size[1])
+    first = next((s for s in sizes if _accepts(name, options, (channels, s, s))), None)
+    if first is None:
         raise OptionError(f"model '{name}' with these options accepts no input size up to 512")
-    low, high = 0, works[0]  # invariant: low fails (or is 0), high works
+    low, high = 0, first  # invariant: low fails (or is 0), high works
     while high - low > 1:
         mid = (low + high) // 2
         if _accepts(name, options, (channels, mid, mid)):

@@ -1,0 +1,138 @@
+"""Every registered model, as timm tests its zoo: forward, backward, counts, meta device, errors.
+
+Each model is built once (module-scoped fixture, at its smallest accepted input and with 42
+classes) and shared by the tests that need real weights; the rest run on the meta device.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.errors import InputSizeError, OptionError, UnknownNameError
+from cnnlab.models import (
+    check_input_size,
+    count_parameters,
+    create_model,
+    create_model_for_input,
+    list_models,
+    min_input_size,
+    model_info,
+)
+from cnnlab.models.layers import AuxOutputs
+
+MODELS = list_models()
+NUM_CLASSES = 42
+# Backward passes through the 100M-parameter classifiers of VGG and AlexNet cost seconds each;
+# as in timm's tests, networks this big are checked forward-only.
+BACKWARD_PARAM_LIMIT = 50_000_000
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def model_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def smallest_input(model_name: str) -> tuple[int, int, int]:
+    side = min_input_size(model_name)
+    return model_info(model_name).input_size[0], side, side
+
+
+@pytest.fixture(scope="module")
+def model(model_name: str, smallest_input: tuple[int, int, int]) -> nn.Module:
+    torch.manual_seed(0)
+    return create_model_for_input(model_name, smallest_input, num_classes=NUM_CLASSES)
+
+
+def test_registry_is_populated() -> None:
+    families = {model_info(name).family for name in MODELS}
+    assert {"lenet", "alexnet", "vgg", "nin", "googlenet", "inception", "resnet"} <= families
+
+
+def test_forward_at_smallest_input(model: nn.Module, smallest_input: tuple) -> None:
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, *smallest_input))
+    assert logits.shape == (2, NUM_CLASSES)
+    assert torch.isfinite(logits).all()
+
+
+def test_backward_reaches_every_parameter(model: nn.Module, smallest_input: tuple) -> None:
+    if sum(p.numel() for p in model.parameters()) > BACKWARD_PARAM_LIMIT:
+        pytest.skip("over 50M parameters: checked forward-only")
+    model.train()
+    model.zero_grad(set_to_none=True)
+    targets = torch.randint(NUM_CLASSES, (2,))
+    output = model(torch.randn(2, *smallest_input))
+    if isinstance(output, AuxOutputs):
+        loss = F.cross_entropy(output.logits, targets)
+        for aux_logits in output.aux_logits:
+            assert aux_logits.shape == (2, NUM_CLASSES)
+            loss = loss + model.aux_loss_weight * F.cross_entropy(aux_logits, targets)
+    else:
+        loss = F.cross_entropy(output, targets)
+    loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient reaches {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_count_parameters_matches_the_module(model_name: str, model: nn.Module) -> None:
+    real_count = sum(p.numel() for p in model.parameters())
+    assert count_parameters(model_name, **model.model_options) == real_count
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_builds_and_runs_on_meta_device(name: str) -> None:
+    info = model_info(name)
+    with torch.device("meta"):
+        model = create_model(name).eval()
+        logits = model(torch.empty(1, *info.input_size))
+    assert all(p.is_meta for p in model.parameters())
+    assert logits.shape == (1, info.defaults["num_classes"])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_reset_classifier_changes_output_width(name: str) -> None:
+    with torch.device("meta"):
+        model = create_model(name).eval()
+        model.reset_classifier(7)
+        logits = model(torch.empty(1, *model_info(name).input_size))
+    assert logits.shape == (1, 7)
+
+
+def test_unknown_model_name_lists_the_choices() -> None:
+    with pytest.raises(UnknownNameError) as error:
+        create_model("no_such_net")
+    message = str(error.value)
+    assert "\n" not in message and "no_such_net" in message
+    assert all(name in message for name in MODELS[:40])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_unknown_option_lists_the_valid_ones(name: str) -> None:
+    with pytest.raises(OptionError) as error:
+        create_model(name, no_such_option=1)
+    message = str(error.value)
+    assert "\n" not in message and "no_such_option" in message
+    assert all(option in message for option in model_info(name).defaults)
+
+
+def test_too_small_input_names_the_minimum(model_name: str, smallest_input: tuple) -> None:
+    channels, side, _ = smallest_input
+    if side == 1:
+        pytest.skip("accepts inputs of any size")
+    with pytest.raises(InputSizeError) as error:
+        check_input_size(model_name, (channels, side - 1, side - 1))
+    message = str(error.value)
+    assert "\n" not in message and f"{side}x{side}" in message
+
+
+def test_wrong_channel_count_names_the_fix() -> None:
+    name = MODELS[0]
+    channels = model_info(name).input_size[0]
+    with pytest.raises(InputSizeError, match=f"in_channels={channels + 1}"):
+        check_input_size(name, (channels + 1, 224, 224))

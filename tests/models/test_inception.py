@@ -32,12 +32,14 @@ def small_model() -> nn.Module:
     return create_model("inception_v3", num_classes=10)
 
 
+@pytest.mark.slow
 def test_parameter_count_matches_torchvision(model_pair) -> None:
     _, reference, aux = model_pair
     expected = sum(p.numel() for p in reference.parameters())
     assert count_parameters("inception_v3", aux_logits=aux) == expected
 
 
+@pytest.mark.slow
 def test_state_dict_names_and_shapes_match_torchvision(model_pair) -> None:
     model, reference, _ = model_pair
     ours = {name: tuple(t.shape) for name, t in model.state_dict().items()}
@@ -45,6 +47,7 @@ def test_state_dict_names_and_shapes_match_torchvision(model_pair) -> None:
     assert ours == theirs
 
 
+@pytest.mark.slow
 def test_torchvision_weights_load_and_give_the_same_outputs(model_pair) -> None:
     model, reference, _ = model_pair
     model.load_state_dict(reference.state_dict(), strict=True)
@@ -118,18 +121,16 @@ def test_reset_classifier_resizes_main_and_aux_heads() -> None:
     assert [tuple(t.shape) for t in (out.logits, *out.aux_logits)] == [(2, 3), (2, 3)]
 
 
-def test_initialization_follows_the_reference_model() -> None:
-    torch.manual_seed(0)
-    model = create_model("inception_v3")
+def test_initialization_follows_the_reference_model(small_model) -> None:
     expected_std = {
-        model.Mixed_7c.branch3x3dbl_1.conv.weight: 0.1,
-        model.fc.weight: 0.1,
-        model.AuxLogits.conv1.conv.weight: 0.01,
-        model.AuxLogits.fc.weight: 0.001,
+        small_model.Mixed_7c.branch3x3dbl_1.conv.weight: 0.1,
+        small_model.fc.weight: 0.1,
+        small_model.AuxLogits.conv1.conv.weight: 0.01,
+        small_model.AuxLogits.fc.weight: 0.001,
     }
     for weight, std in expected_std.items():
         assert weight.std().item() == pytest.approx(std, rel=0.05)
-    batch_norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    batch_norms = [m for m in small_model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all((bn.weight == 1).all() and (bn.bias == 0).all() for bn in batch_norms)
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
 import typer
 from rich.table import Table
 
-from cnnlab import __version__
 from cnnlab.cli import app, console, error_console
 from cnnlab.data.datasets import load_dataset
 from cnnlab.data.memory import BatchLoader
@@ -64,7 +64,7 @@ def eval_command(
         "split": "test",
         "device": str(torch_device),
         "amp": amp,
-        "versions": {"cnnlab": __version__, "torch": torch.__version__},
+        "versions": {"cnnlab": version("cnnlab"), "torch": torch.__version__},
         **result.to_dict(),
     }
     with atomic_write(out_dir / "eval.json", "w") as file:

@@ -6,6 +6,7 @@ import json
 import math
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from cnnlab.cli import app, console
@@ -62,16 +63,28 @@ def summary_command(
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     else:
-        console.print(_layer_table(summary))
+        _print_uncut(_layer_table(summary))
         console.print(_totals_table(summary))
+
+
+def _print_uncut(table: Table) -> None:
+    """Print `table` at the terminal's width, or at its natural width into a pipe or file.
+
+    Rich assumes 80 columns when the output is not a terminal and would cut the numbers.
+    """
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    Console(file=console.file, width=natural).print(table)
 
 
 def _layer_table(summary: ModelSummary) -> Table:
     table = Table(title=f"{summary.model} at {'x'.join(map(str, summary.input_size))}")
     table.add_column("Layer", overflow="fold")
-    table.add_column("Type", overflow="fold")
-    for column in ("Output (HxWxC)", "Params", "MACs", "Activations"):
-        table.add_column(column, justify="right")
+    table.add_column("Type", overflow="ellipsis", no_wrap=True)
+    for column in ("Output (H×W×C)", "Params", "MACs", "Activations"):
+        table.add_column(column, justify="right", no_wrap=True)
     table.add_row(
         "(input)", "", _shape(summary.input_size), "", "", f"{math.prod(summary.input_size):,}"
     )
@@ -81,7 +94,7 @@ def _layer_table(summary: ModelSummary) -> Table:
             layer.type,
             _shape(layer.output_shape),
             f"{layer.params:,}" if layer.params else "",
-            f"{layer.macs:,}" if layer.macs else "",
+            _si(layer.macs) if layer.macs else "",
             f"{layer.activations:,}" if layer.activations else "",
         )
     return table

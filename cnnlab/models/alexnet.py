@@ -52,7 +52,8 @@ class AlexNetSpec:
     dropout_first: bool = False
     # Zeiler & Fergus's 110 -> 55 and 26 -> 13 pooled sizes round up, as Caffe's pooling does.
     ceil_mode: bool = False
-    # N(0, init_std) weights as in both papers; None keeps PyTorch's defaults, as torchvision does.
+    # Std of the zero-mean Gaussian weights (0.01 in both papers); None keeps PyTorch's
+    # default initialization, as torchvision does.
     init_std: float | None = 0.01
     # Initial bias of fc6 and fc7.
     hidden_bias: float = 0.0
@@ -116,7 +117,6 @@ def make_trunk(
     *,
     tower_groups: int = 1,
     ceil_mode: bool = False,
-    init_std: float | None = None,
 ) -> nn.Sequential:
     """The convolutional trunk: each `Conv` followed by a ReLU, `LRN` and `POOL` markers.
 
@@ -134,9 +134,6 @@ def make_trunk(
                 padding=layer.padding,
                 groups=tower_groups if layer.tower_local else 1,
             )
-            if init_std is not None:
-                nn.init.normal_(conv.weight, 0.0, init_std)
-                nn.init.constant_(conv.bias, layer.bias)
             modules += [conv, nn.ReLU(inplace=True)]
             in_channels = layer.channels
         elif layer == LRN:
@@ -188,18 +185,25 @@ class AlexNet(ClassifierNet):
             in_channels,
             tower_groups=2 if two_towers else 1,
             ceil_mode=spec.ceil_mode,
-            init_std=spec.init_std,
         )
         feature_channels = [layer for layer in spec.layers if isinstance(layer, Conv)][-1].channels
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = fully_connected_head(
             feature_channels * 6 * 6, num_classes, dropout, dropout_first=spec.dropout_first
         )
-        if spec.init_std is not None:
-            linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
-            for linear in linears:
-                nn.init.normal_(linear.weight, 0.0, spec.init_std)
-                nn.init.constant_(linear.bias, spec.hidden_bias if linear is not linears[-1] else 0)
+        self._init_weights(spec)
+
+    def _init_weights(self, spec: AlexNetSpec) -> None:
+        """Both papers: zero-mean Gaussian weights with std `init_std`, biases as in `spec`."""
+        if spec.init_std is None:
+            return  # torchvision keeps PyTorch's default initialization
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        conv_biases = [layer.bias for layer in spec.layers if isinstance(layer, Conv)]
+        biases = [*conv_biases, spec.hidden_bias, spec.hidden_bias, 0.0]
+        for layer, bias in zip(convs + linears, biases, strict=True):
+            nn.init.normal_(layer.weight, 0.0, spec.init_std)
+            nn.init.constant_(layer.bias, bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

@@ -89,10 +89,11 @@ class VGG(ClassifierNet):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """torchvision's initialization: He-normal (fan-out) convolutions, N(0, 0.01) linears.
+        """torchvision's initialization: He-normal (fan-out) convolutions, linears of std 0.01.
 
-        The paper trained configuration A from N(0, 0.01) and initialized the deeper nets from
-        it, noting afterwards that Glorot initialization works without pre-training.
+        The paper trained configuration A from zero-mean Gaussian weights of variance 1e-2 and
+        started the deeper nets' first four convolutions and three FC layers from A's, noting
+        that Glorot initialization makes this pre-training unnecessary.
         """
         for module in self.modules():
             if isinstance(module, nn.Conv2d):

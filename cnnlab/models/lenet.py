@@ -46,7 +46,7 @@ def _feature_side(image_size: int, kernel_size: int, pool_size: int) -> int:
         if side < 1:
             raise OptionError(
                 f"LeNet-5 with kernel_size={kernel_size} and pool_size={pool_size} leaves no "
-                f"feature map at image_size={image_size}; use larger images or smaller kernels"
+                f"feature map at image_size={image_size}; use larger images or a smaller kernel_size or pool_size"
             )
     return side
 

@@ -4,8 +4,8 @@ Read it beside the paper's Table 1 (layer sizes) and Figure 3 (the network). Mod
 it is torchvision's `GoogLeNet`, with the same names and parameter shapes, so torchvision's
 ImageNet weights load with a strict `load_state_dict`. Where torchvision departs from the paper
 this file does too, and a comment says so where it happens: batch normalization after every
-convolution, a 3x3 convolution in the branch the paper calls 5x5, a 2x2 final max pool, adaptive
-pooling in the auxiliary heads.
+convolution, a 3x3 convolution in the branch the paper calls 5x5, a 2x2 max pool before the last
+stage, adaptive pooling in the auxiliary heads.
 
 torchvision's `transform_input` is left out on purpose: cnnlab normalizes in the data pipeline.
 torchvision's weights (ported from TensorFlow) expect inputs scaled to [-1, 1], which is why the
@@ -27,6 +27,7 @@ from cnnlab.models.registry import register_model
 
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
+AUX_DROPOUT = 0.7  # the paper's dropout in GoogLeNet's auxiliary heads
 
 
 class ConvBNReLU(nn.Module):
@@ -126,7 +127,7 @@ class InceptionAux(ClassifierNet):
 
     classifier_name = "fc2"
 
-    def __init__(self, in_channels: int, num_classes: int, dropout: float = 0.7) -> None:
+    def __init__(self, in_channels: int, num_classes: int, dropout: float = AUX_DROPOUT) -> None:
         super().__init__()
         self.num_classes = num_classes
         # torchvision pools adaptively to 4x4 instead of the paper's fixed 5x5/3 window: the same
@@ -151,10 +152,11 @@ class InceptionNet(ClassifierNet):
     pooling, dropout and one linear classifier `fc`: GoogLeNet and Inception-v3.
 
     Subclasses build their trunk and auxiliary heads, then call `add_head`; they implement
-    `forward_trunk` and list their auxiliary heads in `aux_head_names`. In
-    training mode with auxiliary heads `forward` returns `AuxOutputs`; in eval mode the heads are
-    skipped and it returns plain logits, as the paper discards them at inference.
-    `forward_features` and `forward_head` never touch the auxiliary heads.
+    `forward_trunk` and name their auxiliary heads in `aux_head_names`. In training mode with
+    auxiliary heads `forward` returns `AuxOutputs`; in eval mode the heads are skipped and it
+    returns plain logits, as the paper discards them at inference. `forward_features` and
+    `forward_head` never touch the auxiliary heads, so CAM and transfer treat these networks like
+    any other.
     """
 
     classifier_name = "fc"
@@ -216,7 +218,7 @@ class GoogLeNet(InceptionNet):
         in_channels: int = 3,
         aux_logits: bool = True,
         dropout: float = 0.2,
-        aux_dropout: float = 0.7,
+        aux_dropout: float = AUX_DROPOUT,
         paper_5x5: bool = False,
     ) -> None:
         check_options(
@@ -225,7 +227,7 @@ class GoogLeNet(InceptionNet):
             dropout=dropout,
             aux_dropout=aux_dropout,
         )
-        if not aux_logits and aux_dropout != 0.7:
+        if not aux_logits and aux_dropout != AUX_DROPOUT:
             raise OptionError(
                 f"aux_dropout={aux_dropout} has no effect with aux_logits=False; drop one of them"
             )
@@ -293,7 +295,7 @@ def googlenet(
     in_channels: int = 3,
     aux_logits: bool = True,
     dropout: float = 0.2,
-    aux_dropout: float = 0.7,
+    aux_dropout: float = AUX_DROPOUT,
     paper_5x5: bool = False,
 ) -> GoogLeNet:
     """GoogLeNet (Inception-v1): nine Inception modules, two auxiliary classifiers."""

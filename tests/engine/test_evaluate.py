@@ -197,3 +197,18 @@ def test_predict_files_batches_like_a_single_pass(
 def test_predict_files_refuses_topk_below_one(model: nn.Module, image_files: dict) -> None:
     with pytest.raises(OptionError, match="topk must be at least 1"):
         predict(model, [image_files["png"]], topk=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_evaluate_on_cuda_matches_cpu(model: nn.Module, dataset: TensorDataset) -> None:
+    on_cpu = evaluate(model, BatchLoader(dataset, 16, mean=MEAN, std=STD), CLASSES)
+    model.cuda()
+    on_gpu = evaluate(model, BatchLoader(dataset, 16, mean=MEAN, std=STD, device="cuda"), CLASSES)
+    with_amp = evaluate(
+        model, BatchLoader(dataset, 16, mean=MEAN, std=STD, device="cuda"), CLASSES, amp=True
+    )
+    # cuDNN may use TF32 and AMP float16: close, and at most one near-tie flips its prediction.
+    assert on_gpu.loss == pytest.approx(on_cpu.loss, rel=1e-3)
+    assert with_amp.loss == pytest.approx(on_cpu.loss, rel=2e-2)
+    assert on_gpu.confusion.sum() == on_cpu.confusion.sum() == len(dataset)
+    assert abs(on_gpu.top1 - on_cpu.top1) <= 1 / len(dataset)

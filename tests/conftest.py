@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one worker per core: several intra-op threads per worker would
+    # oversubscribe the cores, and OpenMP's waiting threads then slow small models tenfold.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

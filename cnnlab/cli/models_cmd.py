@@ -29,8 +29,11 @@ def models_command(
     if not names:
         raise UnknownNameError("model pattern", pattern, list_models())
     table = Table(title=f"{len(names)} model{'' if len(names) == 1 else 's'}")
-    for column in ("Model", "Params", "Input", "Description", "Paper"):
-        table.add_column(column, justify="right" if column == "Params" else "left")
+    table.add_column("Model", no_wrap=True)
+    table.add_column("Params", justify="right", no_wrap=True)
+    table.add_column("Input", no_wrap=True)
+    table.add_column("Description")
+    table.add_column("Paper")
     for name in names:
         info = model_info(name)
         table.add_row(
@@ -58,8 +61,14 @@ def summary_command(
     ),
 ) -> None:
     """Per-layer output shapes, parameters, MACs and activations, with totals and memory."""
-    shape = parse_input_size(input_size) if input_size else model_info(model).input_size
-    summary = summarize(model, shape, batch_size=batch_size, **parse_options(opt or ()))
+    options = parse_options(opt or ())
+    if input_size:
+        shape = parse_input_size(input_size)
+    else:  # the model's default size, with the channels asked for
+        channels, height, width = model_info(model).input_size
+        requested = options.get("in_channels")
+        shape = (requested if isinstance(requested, int) else channels, height, width)
+    summary = summarize(model, shape, batch_size=batch_size, **options)
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     else:

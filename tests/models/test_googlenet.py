@@ -64,6 +64,7 @@ def test_torchvision_weights_load_and_give_the_same_outputs(model_pair) -> None:
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5 * theirs.abs().max().item())
 
 
+@pytest.mark.slow
 def test_training_outputs_match_torchvision_including_aux_heads() -> None:
     torch.manual_seed(0)
     model = create_model("googlenet", num_classes=10, dropout=0.0, aux_dropout=0.0)

@@ -38,6 +38,7 @@ from cnnlab.engine.runlog import TrainingDisplay, write_metrics
 from cnnlab.errors import CheckpointError, OptionError
 from cnnlab.models import check_input_size, create_model_for_input, model_info
 from cnnlab.models.layers import AuxOutputs
+from cnnlab.models.registry import resolve_options
 
 # How often per epoch the accumulated metrics (and the divergence flag) are read back.
 CHECKS_PER_EPOCH = 20
@@ -171,6 +172,7 @@ class Trainer:
         self.device = device = context.device
         self.out_dir = Path(resume) if resume is not None else config.run_dir
         checkpoint = self._resume_checkpoint() if resume is not None else None
+        resolve_options(config.model, **config.model_options)  # fail before loading any data
         seed_everything(config.seed)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True

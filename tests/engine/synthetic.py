@@ -7,7 +7,10 @@ registered once per process under those names.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+from PIL import Image
 from torch import nn
 
 from cnnlab.data.memory import DataSplits, TensorDataset
@@ -83,3 +86,13 @@ def tiny_aux_cnn(*, num_classes: int = 4, in_channels: int = 1) -> TinyCNN:
 for _builder in (tiny_cnn, tiny_aux_cnn):
     if _builder.__name__ not in list_models():
         register_model(input_size=(1, 12, 12), paper="test network")(_builder)
+
+
+def write_image_folder(splits: DataSplits, root: Path) -> Path:
+    """Save `splits` as PNG files in `root/{train,test}/<class>/` (a `folder:` dataset)."""
+    for split_name, split in (("train", splits.train), ("test", splits.test)):
+        for index, (image, label) in enumerate(zip(split.images, split.labels, strict=True)):
+            folder = root / split_name / split.classes[int(label)]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0].numpy(), mode="L").save(folder / f"{index:04d}.png")
+    return root

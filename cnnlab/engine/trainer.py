@@ -16,7 +16,6 @@ writes.
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,22 +27,21 @@ from torch import Tensor, nn
 from cnnlab.data.augment import BatchAugment, MultiScale, parse_augment
 from cnnlab.data.datasets import load_dataset
 from cnnlab.data.memory import BatchLoader, DataSplits
-from cnnlab.engine.checkpoint import load_checkpoint, save_checkpoint
+from cnnlab.engine.checkpoint import save_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.distributed import DistributedContext
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.optim import create_optimizer, create_scheduler, init_weights
 from cnnlab.engine.plots import plot_curves
+from cnnlab.engine.resume import load_resume_checkpoint, rng_state, seed_everything, set_rng_state
 from cnnlab.engine.runlog import TrainingDisplay, write_metrics
-from cnnlab.errors import CheckpointError, OptionError
+from cnnlab.errors import OptionError
 from cnnlab.models import check_input_size, create_model_for_input, model_info
 from cnnlab.models.layers import AuxOutputs
 from cnnlab.models.registry import resolve_options
 
 # How often per epoch the accumulated metrics (and the divergence flag) are read back.
 CHECKS_PER_EPOCH = 20
-# Config fields a resumed run must share with the run it continues.
-RESUME_MUST_MATCH = ("model", "model_options", "data", "image_size", "channels", "val_fraction")
 
 
 @dataclass
@@ -100,28 +98,6 @@ def train(
         context.close()
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's and torch's generators (every CUDA device included)."""
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """The global random state as plain values and tensors (checkpoint-safe)."""
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    random.setstate(state["python"])
-
-
 def load_splits(config: TrainConfig, context: DistributedContext) -> DataSplits:
     """`config.data` loaded; with several processes rank 0 goes first (downloads, caches)."""
     if not context.is_main:
@@ -171,7 +147,9 @@ class Trainer:
         self.context = context
         self.device = device = context.device
         self.out_dir = Path(resume) if resume is not None else config.run_dir
-        checkpoint = self._resume_checkpoint() if resume is not None else None
+        checkpoint = None
+        if resume is not None:
+            checkpoint = load_resume_checkpoint(self.out_dir, config, device)
         resolve_options(config.model, **config.model_options)  # fail before loading any data
         seed_everything(config.seed)
         if device.type == "cuda":
@@ -251,22 +229,6 @@ class Trainer:
         )
         test_loader = BatchLoader(data.test, 2 * batch_size, even_shards=False, **shared)
         return train_loader, test_loader
-
-    def _resume_checkpoint(self) -> dict:
-        checkpoint = load_checkpoint(self.out_dir / "last.pt", map_location=self.device)
-        previous = checkpoint["config"]
-        for key in RESUME_MUST_MATCH:
-            if previous.get(key) != getattr(self.config, key):
-                raise CheckpointError(
-                    f"cannot resume {self.out_dir}: it was trained with {key}="
-                    f"{previous.get(key)!r}, this config has {key}={getattr(self.config, key)!r}"
-                )
-        if checkpoint["epoch"] >= self.config.epochs:
-            raise OptionError(
-                f"{self.out_dir} has already trained {checkpoint['epoch']} epochs; "
-                f"pass --epochs above {checkpoint['epoch']} to train on"
-            )
-        return checkpoint
 
     def _restore(self, checkpoint: dict) -> None:
         self.model.load_state_dict(checkpoint["model_state"])
@@ -377,6 +339,7 @@ class Trainer:
         if writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             config.replace(out=str(self.out_dir)).to_yaml(self.out_dir / "config.yaml")
+        self.display.message(self._describe())
         status = "completed"
         with self.display:
             for epoch in range(self.epochs_done, config.epochs):
@@ -396,7 +359,7 @@ class Trainer:
         if writes:
             title = f"{config.model} on {config.data}"
             curves = plot_curves(self.history, self.out_dir / "curves.png", title=title)
-            self.display.message(f"curves: {curves}")
+            self.display.end_run(self.history, self.out_dir, curves)
         return TrainResult(status, self.history, self.out_dir, config, self.best_metric)
 
     def run_epoch(self, epoch: int) -> dict:
@@ -416,6 +379,17 @@ class Trainer:
             "seconds": time.perf_counter() - started,
             "status": status,
         }
+
+    def _describe(self) -> str:
+        """The run in one line: model, data, device, processes and folder."""
+        parameters = sum(p.numel() for p in self.model.parameters())
+        shape = "x".join(map(str, self.data.image_shape))
+        processes = f" x {self.context.world_size} processes" if self.context.enabled else ""
+        return (
+            f"{self.config.model} ({parameters:,} parameters) on {self.config.data}: "
+            f"{len(self.data.train):,} train / {len(self.data.test):,} test images of {shape}, "
+            f"{self.device}{processes} -> {self.out_dir}"
+        )
 
     def _save(self, row: dict, improved: bool) -> None:
         """Metrics files for every epoch; `last.pt` (and `best.pt`) unless the epoch diverged."""

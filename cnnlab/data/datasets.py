@@ -282,7 +282,8 @@ def _load_tree(
     else:
         train_part, test_part = stratified_split(labels, val_fraction, seed)
         train, test = everything.subset(train_part), everything.subset(test_part)
-    empty = [name for label, name in enumerate(tree.classes) if not (train.labels == label).any()]
+    counts = torch.bincount(train.labels, minlength=len(tree.classes)).tolist()
+    empty = [name for name, count in zip(tree.classes, counts, strict=True) if count == 0]
     if empty:
         raise DataError(f"{spec}: no readable training images for classes {empty}")
     original_sizes = {

@@ -24,9 +24,9 @@ TEST_SPLIT_NAMES = ("val", "test")
 
 @dataclass
 class LabeledFiles:
-    """Image files and their class indices, in the same order."""
+    """Image files (absolute path strings: cheap to list, sort and hash) and their classes."""
 
-    paths: list[Path] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -70,9 +70,9 @@ def scan_prefix_labels(root: Path) -> ImageTree:
     root = _existing_directory(root)
     image_root = root / "train" if (root / "train").is_dir() else root
     skipped: list[SkippedFile] = []
-    named: list[tuple[Path, str]] = []
+    named: list[tuple[str, str]] = []
     for path in _files_in(image_root, recursive=False):
-        label, *rest = path.name.split(".")
+        label, *rest = os.path.basename(path).split(".")
         if not _is_image(path, skipped):
             continue
         if len(rest) < 2 or not label:
@@ -95,7 +95,7 @@ def _existing_directory(root: Path) -> Path:
     if not root.is_dir():
         problem = "is not a directory" if root.exists() else "no such directory"
         raise DataError(f"{root}: {problem}; give the folder that holds the images")
-    return root
+    return root.resolve()
 
 
 def _first_directory(root: Path, names: tuple[str, ...]) -> Path | None:
@@ -128,30 +128,28 @@ def _list_class_folders(
     return files
 
 
-def _files_in(folder: Path, *, recursive: bool) -> list[Path]:
-    """Regular, non-hidden files in `folder` (and its sub-folders), sorted."""
+def _files_in(folder: Path, *, recursive: bool) -> list[str]:
+    """Regular, non-hidden files in `folder` (and its sub-folders), as sorted path strings."""
     if not recursive:
-        return sorted(
-            Path(entry.path)
-            for entry in os.scandir(folder)
-            if entry.is_file() and not _hidden(entry.name)
-        )
+        with os.scandir(folder) as entries:
+            return sorted(e.path for e in entries if e.is_file() and not _hidden(e.name))
     found = []
     for directory, subdirectories, names in os.walk(folder, followlinks=True):
         subdirectories[:] = [name for name in subdirectories if not _hidden(name)]
-        found += [Path(directory, name) for name in names if not _hidden(name)]
+        found += [os.path.join(directory, name) for name in names if not _hidden(name)]
     return sorted(found)
 
 
-def _is_image(path: Path, skipped: list[SkippedFile]) -> bool:
-    if path.suffix.lower() in IMAGE_SUFFIXES:
+def _is_image(path: str, skipped: list[SkippedFile]) -> bool:
+    suffix = os.path.splitext(path)[1]
+    if suffix.lower() in IMAGE_SUFFIXES:
         return True
-    _skip(path, f"not an image file (suffix '{path.suffix}')", skipped)
+    _skip(path, f"not an image file (suffix '{suffix}')", skipped)
     return False
 
 
-def _skip(path: Path, reason: str, skipped: list[SkippedFile]) -> None:
-    skipped.append(SkippedFile(str(path), reason))
+def _skip(path: str, reason: str, skipped: list[SkippedFile]) -> None:
+    skipped.append(SkippedFile(path, reason))
     warn_skipped(skipped[-1])
 
 

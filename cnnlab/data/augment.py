@@ -26,12 +26,18 @@ def _uniform(count: int, low: float, high: float, generator: torch.Generator) ->
     return torch.rand(count, generator=generator) * (high - low) + low
 
 
+def _beside(values: Tensor, images: Tensor) -> Tensor:
+    """CPU-drawn parameters moved next to `images`; `non_blocking`, so the host never waits
+    for the GPU (a blocking host-to-device copy synchronizes the stream)."""
+    return values.to(images.device, non_blocking=True)
+
+
 @dataclass(frozen=True)
 class HorizontalFlip:
     """Mirror each image left-right with probability 1/2."""
 
     def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        flip = (torch.rand(len(images), generator=generator) < 0.5).to(images.device)
+        flip = _beside(torch.rand(len(images), generator=generator) < 0.5, images)
         return torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
 
     @property
@@ -54,9 +60,11 @@ class RandomShift:
     def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
         count, _, height, width = images.shape
         device = images.device
-        offsets = torch.randint(0, 2 * self.pixels + 1, (2, count), generator=generator)
-        rows = offsets[0].to(device)[:, None] + torch.arange(height, device=device)
-        cols = offsets[1].to(device)[:, None] + torch.arange(width, device=device)
+        offsets = _beside(
+            torch.randint(0, 2 * self.pixels + 1, (2, count), generator=generator), images
+        )
+        rows = offsets[0, :, None] + torch.arange(height, device=device)
+        cols = offsets[1, :, None] + torch.arange(width, device=device)
         mode = "reflect" if self.fill == "reflect" else "constant"
         padded = F.pad(images, (self.pixels,) * 4, mode=mode)
         batch = torch.arange(count, device=device)[:, None, None]
@@ -86,8 +94,9 @@ class Cutout:
     def __call__(self, images: Tensor, generator: torch.Generator) -> Tensor:
         count, _, height, width = images.shape
         device = images.device
-        top = torch.randint(0, height, (count,), generator=generator).to(device) - self.size // 2
-        left = torch.randint(0, width, (count,), generator=generator).to(device) - self.size // 2
+        centre_y = torch.randint(0, height, (count,), generator=generator)
+        centre_x = torch.randint(0, width, (count,), generator=generator)
+        top, left = _beside(torch.stack((centre_y, centre_x)) - self.size // 2, images)
         rows = torch.arange(height, device=device)
         cols = torch.arange(width, device=device)
         in_rows = (rows >= top[:, None]) & (rows < top[:, None] + self.size)
@@ -111,8 +120,8 @@ class ColorJitter:
         count = len(images)
         contrast = _uniform(count, 1 - self.strength, 1 + self.strength, generator)
         brightness = _uniform(count, -self.strength, self.strength, generator)
-        contrast = contrast.to(images.device, images.dtype).view(-1, 1, 1, 1)
-        brightness = brightness.to(images.device, images.dtype).view(-1, 1, 1, 1)
+        contrast = _beside(contrast.to(images.dtype), images).view(-1, 1, 1, 1)
+        brightness = _beside(brightness.to(images.dtype), images).view(-1, 1, 1, 1)
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         return (images - mean) * contrast + mean + brightness
 

@@ -150,11 +150,12 @@ class BatchLoader:
         return -(-self.num_samples // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = self._indices()
+        # One copy of the epoch's order to the device: a blocking copy per step would make the
+        # host wait for the GPU every step.
+        order = self._indices().to(self.images.device, non_blocking=True)
         generator = torch.Generator().manual_seed(self.seed * 100_019 + self.epoch + 1)
         for step in range(len(self)):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            index = index.to(self.images.device)
             images = self.images[index].to(self.device, non_blocking=True)
             images = images.float().mul_(self.scale).add_(self.shift)
             if self.augment is not None:

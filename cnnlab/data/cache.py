@@ -181,9 +181,10 @@ def _write_entry(
             shape = (DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE)
             sizes, skipped = _decode_to_file(decoded_path, paths, channels, shape, True, progress)
         if len(skipped) == len(paths):
+            first = skipped[0][1]
             raise DataError(
                 f"none of the {len(paths)} files is a readable image "
-                f"(first: {skipped[0].path}: {skipped[0].reason})"
+                f"(first: {first.path}: {first.reason})"
             )
         skipped_positions = {position for position, _ in skipped}
         kept = [i for i in range(len(paths)) if i not in skipped_positions]

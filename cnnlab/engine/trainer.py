@@ -143,10 +143,10 @@ class Trainer:
         progress: bool = True,
         data: DataSplits | None = None,
     ) -> None:
-        self.config = config
+        self.out_dir = Path(resume) if resume is not None else config.run_dir
+        self.config = config = config.replace(out=str(self.out_dir))
         self.context = context
         self.device = device = context.device
-        self.out_dir = Path(resume) if resume is not None else config.run_dir
         checkpoint = None
         if resume is not None:
             checkpoint = load_resume_checkpoint(self.out_dir, config, device)
@@ -175,8 +175,8 @@ class Trainer:
             step_size=config.lr_step_size,
             gamma=config.lr_gamma,
         )
-        # bf16 autocast needs no loss scaling; fp16 on CUDA does.
-        self.amp_dtype = torch.float16 if device.type in ("cuda", "mps") else torch.bfloat16
+        # fp16 autocast on CUDA needs loss scaling; bf16 (CPU, MPS) has float32's range.
+        self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler(
             device.type, enabled=config.amp and device.type == "cuda"
         )
@@ -338,7 +338,7 @@ class Trainer:
         config, writes = self.config, self.context.is_main
         if writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            config.replace(out=str(self.out_dir)).to_yaml(self.out_dir / "config.yaml")
+            config.to_yaml(self.out_dir / "config.yaml")
         self.display.message(self._describe())
         status = "completed"
         with self.display:

@@ -143,15 +143,12 @@ def test_cli_trains_with_config_file_and_overrides(tmp_path: Path, image_folder:
     config_file = tmp_path / "recipe.yaml"
     _config(tmp_path, data=image_folder, channels=1, epochs=5).to_yaml(config_file)
     out = tmp_path / "cli-run"
-    result = _cli("--config", str(config_file), "--epochs", "2", "--out", str(out), "--quiet")
+    options = ["--epochs", "2", "--model-opt", "in_channels=1", "--out", str(out), "--quiet"]
+    result = _cli("--config", str(config_file), *options)
     assert result.exit_code == 0, result.output
     saved = TrainConfig.from_yaml(out / "config.yaml")
-    assert (saved.epochs, saved.model, saved.data, saved.channels) == (
-        2,
-        "tiny_cnn",
-        image_folder,
-        1,
-    )
+    assert (saved.epochs, saved.data, saved.channels) == (2, image_folder, 1)
+    assert saved.model == "tiny_cnn" and saved.model_options == {"in_channels": 1}
     assert len(read_metrics(out)) == 2 and (out / "best.pt").is_file()
 
 

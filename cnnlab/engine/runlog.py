@@ -1,9 +1,12 @@
 """What a training run reports: per-epoch metric files, and the console display.
 
-`metrics.jsonl` and `metrics.csv` hold one row per epoch with the columns of `METRIC_COLUMNS`;
-both are rewritten atomically from the run's history after every epoch, so after a crash or a
-resume they hold exactly the epochs the checkpoint knows. Non-finite numbers (a diverged loss)
-are written as JSON `null` and as `nan` in the CSV.
+`metrics.jsonl` and `metrics.csv` hold one row per epoch with the columns of `METRIC_COLUMNS`:
+mean training loss and accuracy (on augmented batches, as trained), test loss, top-1 and top-5
+accuracy (fractions), the learning rate after the epoch's last step, the epoch's seconds
+(training and evaluation), training images per second, and a status: `ok`, `completed` (the
+run's last epoch) or `diverged`. Both files are rewritten atomically from the run's history
+after every epoch, so after a crash or a resume they hold exactly the epochs the checkpoint
+knows. Non-finite numbers (a diverged loss) are written as JSON `null` and `nan` in the CSV.
 
 `TrainingDisplay` is rich's progress bar with loss, accuracy and images/s while an epoch runs
 (only on a terminal) and one summary line per epoch (always, when enabled).

@@ -8,9 +8,9 @@ changed file gives a new entry, an unchanged tree is never decoded twice. Entrie
 a temporary file and moved into place with `os.replace`, metadata last, so an interrupted decode
 leaves nothing a later run could take for a finished entry.
 
-JPEGs (sniffed by content, not by name) are decoded with `torchvision.io.decode_jpeg`, which is
-about three times faster than PIL on small images; every other format, and any JPEG that
-libjpeg-turbo rejects, goes through PIL (`read_image`). Files neither can read are skipped with a
+JPEGs (sniffed by content, not by name) are decoded by torchvision's libjpeg-turbo op, about
+twice as fast as PIL on small images; every other format, and any JPEG that op rejects, goes
+through PIL (`read_image`). Both release the GIL while decoding, so a few threads share the work. Files neither can read are skipped with a
 `SkippedFileWarning` and listed in the entry, so later loads report them without re-reading.
 """
 
@@ -149,9 +149,11 @@ def _open_entry(key: str, file_count: int) -> DecodedImages | None:
         array = np.load(array_path, mmap_mode="c")  # copy-on-write: writable, never written back
     except (OSError, ValueError):
         return None
+    if meta.get("format") != CACHE_FORMAT:
+        return None
     skipped_positions = {entry["index"] for entry in meta["skipped"]}
     kept = [i for i in range(file_count) if i not in skipped_positions]
-    if meta.get("format") != CACHE_FORMAT or len(kept) != len(array):
+    if len(kept) != len(array):
         return None
     return DecodedImages(
         images=torch.from_numpy(array),
@@ -193,7 +195,7 @@ def _write_entry(
         os.replace(decoded_path, array_path)
     meta = {
         "format": CACHE_FORMAT,
-        "original_sizes": _encode_sizes([sizes[i] for i in kept]),
+        "original_sizes": _encode_sizes(sizes[kept]),
         "skipped": [{"index": i, "path": s.path, "reason": s.reason} for i, s in skipped],
     }
     with _temporary_file(meta_path.parent, ".json") as temporary_meta:
@@ -204,9 +206,9 @@ def _write_entry(
     return decoded
 
 
-def _encode_sizes(sizes: list[list[int]]) -> str:
+def _encode_sizes(sizes: np.ndarray) -> str:
     """(height, width) pairs as base64 int32: a tenth of the JSON list's parse time."""
-    return base64.b64encode(np.asarray(sizes, dtype="<i4").tobytes()).decode()
+    return base64.b64encode(sizes.astype("<i4").tobytes()).decode()
 
 
 def _decode_sizes(text: str) -> torch.Tensor:
@@ -243,12 +245,16 @@ def _decode_to_file(
     shape: tuple[int, int],
     resize: bool,
     progress: bool,
-) -> tuple[list[list[int]], list[tuple[int, SkippedFile]]]:
-    """Decode every file into the `.npy` at `target`; return sizes and (position, skip) pairs."""
+) -> tuple[np.ndarray, list[tuple[int, SkippedFile]]]:
+    """Decode every file into the `.npy` at `target`.
+
+    Returns each file's original (height, width) and the (position, reason) of skipped files.
+    Raises `_MixedSizes` when `resize` is off and the files differ in size.
+    """
     out = np.lib.format.open_memmap(
         target, mode="w+", dtype=np.uint8, shape=(len(paths), channels, *shape)
     )
-    sizes: list[list[int]] = [[0, 0]] * len(paths)
+    sizes = np.zeros((len(paths), 2), dtype=np.int64)
     skipped: list[tuple[int, SkippedFile]] = []
     mixed_sizes = threading.Event()
 
@@ -262,7 +268,7 @@ def _decode_to_file(
             except DataError as error:
                 skipped.append((position, SkippedFile(str(paths[position]), _reason(error))))
                 continue
-            sizes[position] = list(image.shape[1:])
+            sizes[position] = image.shape[1:]
             if tuple(image.shape[1:]) != shape:
                 if not resize:
                     mixed_sizes.set()
@@ -271,7 +277,7 @@ def _decode_to_file(
             out[position] = image.numpy()
         return stop - start
 
-    # Small JPEGs decode fastest on one thread (the GIL dominates); large ones gain from two.
+    # Decoders release the GIL; chunks of files keep the per-task overhead small.
     workers = min(4, os.cpu_count() or 1)
     with _progress_bar(len(paths), progress) as advance, ThreadPoolExecutor(workers) as pool:
         for done in pool.map(decode_chunk, range(0, len(paths), _CHUNK)):
@@ -299,8 +305,10 @@ def _decode_file(path: str | Path, channels: int) -> torch.Tensor:
 
 
 def _read_bytes(path: str | Path) -> bytearray:
-    """The file's bytes (writable, so torch can wrap them without copying); raw `os` calls
-    take half the time of `Path.read_bytes` on small files."""
+    """The file's bytes, writable so that torch can wrap them without a copy.
+
+    Raw `os` calls take half the time of `Path.read_bytes` on small files.
+    """
     try:
         descriptor = os.open(path, os.O_RDONLY)
         try:

@@ -50,7 +50,10 @@ class _Downloadable:
     expected: str  # what to put where, for the error message
 
 
-_IDX_FILES = "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"  # noqa: E501
+_IDX_FILES = (
+    "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+    "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz"
+)
 _DOWNLOADABLE = {
     "mnist": _Downloadable(torchvision.datasets.MNIST, ("mnist",), True, _IDX_FILES),
     "fashion-mnist": _Downloadable(
@@ -113,6 +116,10 @@ def load_dataset_details(
     """`load_dataset`, also returning the images' original sizes and the skipped files."""
     _check_options(image_size, channels, val_fraction)
     name, path = parse_spec(spec)
+    if download and name not in _DOWNLOADABLE:
+        raise OptionError(
+            f"{name} cannot be downloaded; --download is for {', '.join(_DOWNLOADABLE)}"
+        )
     if name in _TREE_SCANNERS:
         tree = _TREE_SCANNERS[name](path)
         return _load_tree(spec, tree, image_size, channels or 3, val_fraction, seed)
@@ -196,24 +203,36 @@ def _check_options(image_size: int | None, channels: int | None, val_fraction: f
 def _load_downloadable(
     name: str, info: _Downloadable, root: Path, download: bool
 ) -> tuple[TensorDataset, TensorDataset]:
-    classes = list(info.torchvision_class.classes) if info.idx else []
-    for folder in (root, *(root / sub for sub in info.folder_names)):
-        if info.idx and _idx_file(folder, "train-images-idx3-ubyte") is not None:
-            return _read_idx_split(folder, "train", classes), _read_idx_split(
-                folder, "t10k", classes
-            )
-    try:
-        loaded = [
-            info.torchvision_class(root, train=train, download=download) for train in (True, False)
-        ]
-    except (RuntimeError, OSError) as error:
-        if download:
-            raise DataError(f"{name}: download into {root} failed ({error})") from None
+    """Loose IDX files first, then torchvision's layout, in ROOT or a named sub-folder of it."""
+    folders = [root, *(root / sub for sub in info.folder_names)]
+    for folder in folders if info.idx else []:
+        if _idx_file(folder, "train-images-idx3-ubyte") is not None:
+            classes = list(info.torchvision_class.classes)
+            train, test = (_read_idx_split(folder, split, classes) for split in ("train", "t10k"))
+            return train, test
+    for folder in folders:
+        try:
+            return _torchvision_splits(info, folder, download=False)
+        except RuntimeError:
+            continue  # torchvision's "Dataset not found"
+    if not download:
         raise DataError(
             f"{name}: no data under {root}; put {info.expected} there, "
             f"point to it with {name}:PATH or $CNNLAB_DATA, or pass --download"
-        ) from None
-    return _from_torchvision(loaded[0]), _from_torchvision(loaded[1])
+        )
+    try:
+        return _torchvision_splits(info, root, download=True)
+    except (RuntimeError, OSError) as error:
+        raise DataError(f"{name}: download into {root} failed ({error})") from None
+
+
+def _torchvision_splits(
+    info: _Downloadable, root: Path, *, download: bool
+) -> tuple[TensorDataset, TensorDataset]:
+    train, test = (
+        info.torchvision_class(root, train=flag, download=download) for flag in (True, False)
+    )
+    return _from_torchvision(train), _from_torchvision(test)
 
 
 def _from_torchvision(dataset: torchvision.datasets.VisionDataset) -> TensorDataset:

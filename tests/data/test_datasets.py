@@ -62,7 +62,14 @@ def test_malformed_specs_are_option_errors(spec: str, message: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "options", [{"image_size": 0}, {"channels": 2}, {"val_fraction": 1.0}, {"val_fraction": 0}]
+    "options",
+    [
+        {"image_size": 0},
+        {"channels": 2},
+        {"val_fraction": 1.0},
+        {"val_fraction": 0},
+        {"download": True},
+    ],
 )
 def test_bad_options_are_option_errors(options: dict) -> None:
     with pytest.raises(OptionError):

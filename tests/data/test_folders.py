@@ -65,6 +65,7 @@ def test_mixed_formats_and_modes_are_converted(tmp_path: Path) -> None:
             ("palette.gif", "P"),
             ("palette.png", "P"),
             ("bitmap.bmp", "RGB"),
+            ("cmyk.jpg", "CMYK"),
         ]
     ]
     write_image(tmp_path / "tree" / "other" / "x.png")

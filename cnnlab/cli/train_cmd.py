@@ -71,6 +71,16 @@ def train_command(
         None, "--image-size", min=1, help="Resize the images once, at load time."
     ),
     channels: int | None = typer.Option(None, "--channels", help="1 (grayscale) or 3 (RGB)."),
+    mean: str | None = typer.Option(
+        None,
+        "--mean",
+        help="Normalization mean per channel, e.g. 0.5,0.5,0.5 (default: the data's).",
+    ),
+    std: str | None = typer.Option(
+        None,
+        "--std",
+        help="Normalization std per channel; --mean 0 --std 1 feeds raw [0, 1] pixels.",
+    ),
     val_fraction: float | None = typer.Option(
         None, "--val-fraction", help="Test share of datasets without a test split."
     ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from cnnlab.data.augment import parse_augment
+from cnnlab.data.memory import DataSplits
 from cnnlab.engine.optim import INITS, OPTIMIZERS, SCHEDULES
 from cnnlab.errors import OptionError, UnknownNameError
 
@@ -39,6 +41,8 @@ class TrainConfig:
     `batch_size / N` images per step, so a recipe means the same thing on any number of them.
     `lr_step_size` is the epochs between decays of the `step` schedule (0: a third of the run).
     `val_fraction` is the share held out as the test split of datasets that have none.
+    `mean`/`std` normalize pixels scaled to [0, 1], one value per channel or one for all;
+    None uses the training split's own exact statistics (`mean: 0, std: 1` feeds raw pixels).
     `out` is the run folder; None gives `runs/<model>-<data>-<hash>`.
     """
 
@@ -66,6 +70,8 @@ class TrainConfig:
     channels_last: bool = False
     image_size: int | None = None
     channels: int | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
     val_fraction: float = 0.2
     download: bool = False
     out: str | None = None
@@ -101,7 +107,19 @@ class TrainConfig:
             raise OptionError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
         if any(size < 1 for size in self.multi_scale):
             raise OptionError(f"multi_scale sizes must be positive, got {self.multi_scale}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if values is not None and (not values or not all(map(math.isfinite, values))):
+                raise OptionError(f"{name} needs finite numbers, one per channel, got {values}")
+        if self.std is not None and min(self.std) <= 0:
+            raise OptionError(f"std values must be positive, got {self.std}")
         self.augment = parse_augment(self.augment).specs
+
+    def normalization(self, data: DataSplits) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The per-channel mean and std for `data`: the configured ones, else the data's own."""
+        channels = data.image_shape[0]
+        mean = _per_channel("mean", self.mean, data.mean, channels)
+        std = _per_channel("std", self.std, data.std, channels)
+        return mean, std
 
     @property
     def run_dir(self) -> Path:
@@ -162,6 +180,20 @@ class TrainConfig:
         return cls.from_dict(values)
 
 
+def _per_channel(
+    name: str, given: list[float] | None, measured: tuple[float, ...], channels: int
+) -> tuple[float, ...]:
+    """`given` spread over `channels` (one value serves all), or `measured` when None."""
+    if given is None:
+        return tuple(measured)
+    if len(given) not in (1, channels):
+        raise OptionError(
+            f"{name} has {len(given)} values but the images have {channels} channels; "
+            "give one value per channel or a single value for all"
+        )
+    return tuple(given) * (channels // len(given))
+
+
 def _coerce(name: str, value: Any, hint: Any) -> Any:
     """`value` converted to the field type `hint`, or an `OptionError` naming the field."""
     if isinstance(hint, types.UnionType):  # `int | None` and the like
@@ -172,7 +204,10 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     try:
         if origin is list:
             (item_type,) = typing.get_args(hint)
-            items = value.split(",") if isinstance(value, str) else list(value)
+            if isinstance(value, str):
+                items = value.split(",")
+            else:  # a lone number (`mean: 0` in YAML) is a list of one
+                items = list(value) if isinstance(value, list | tuple) else [value]
             return [_scalar(item_type, item) for item in items if str(item).strip()]
         if origin is dict or hint is dict:
             if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):

@@ -155,6 +155,7 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.data = data if data is not None else load_splits(config, context)
+        self.mean, self.std = config.normalization(self.data)
         self.model = self._build_model()
         self.parallel_model = context.wrap(self.model)
         self.train_loader, self.test_loader = self._build_loaders()
@@ -208,8 +209,8 @@ class Trainer:
             )
         batch_size = config.batch_size // context.world_size
         shared = {
-            "mean": data.mean,
-            "std": data.std,
+            "mean": self.mean,
+            "std": self.std,
             "device": self.device,
             "shard": (context.rank, context.world_size),
             "channels_last": config.channels_last,
@@ -322,8 +323,8 @@ class Trainer:
             "scaler_state": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "epoch": epochs_done,
             "rng_state": rng_state(),
-            "mean": list(data.mean),
-            "std": list(data.std),
+            "mean": list(self.mean),
+            "std": list(self.std),
             "classes": list(data.classes),
             "image_shape": list(data.image_shape),
             "config": self.config.to_dict(),

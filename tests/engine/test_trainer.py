@@ -165,3 +165,40 @@ def test_cli_bad_model_option_is_one_line_and_exit_code_2(tmp_path: Path) -> Non
     result = _cli("--model-opt", "colour=red", "--out", str(tmp_path / "x"), "--data", "nowhere")
     assert result.exit_code == 2
     assert "model 'lenet5_modern' has no option 'colour'" in result.output
+
+
+def test_given_mean_and_std_feed_raw_pixels_and_are_checkpointed(
+    tmp_path: Path, image_folder: str
+) -> None:
+    out = tmp_path / "raw"
+    args = ["--model", "tiny_cnn", "--data", image_folder, "--channels", "1", "--device", "cpu"]
+    result = _cli(*args, "--epochs", "1", "--mean", "0", "--std", "1", "--out", str(out), "-q")
+    assert result.exit_code == 0, result.output
+    state = load_checkpoint(out / "last.pt")
+    assert (state["mean"], state["std"]) == ([0.0], [1.0])
+    assert (state["config"]["mean"], state["config"]["std"]) == ([0.0], [1.0])
+    trainer = _trainer(TrainConfig.from_yaml(out / "config.yaml"))
+    images, _ = next(iter(trainer.test_loader))
+    raw = DATA.test.images[: len(images)].float() / 255
+    assert torch.allclose(images, raw, rtol=0, atol=1e-6) and 0 <= images.min() < images.max() <= 1
+    default = _trainer(_config(tmp_path))
+    assert (default.mean, default.std) == (DATA.mean, DATA.std)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"std": [0.0]}, "std values must be positive"),
+        ({"mean": "nan"}, "mean needs finite numbers"),
+        ({"mean": [0.5, 0.5]}, "mean has 2 values but the images have 1 channels"),
+    ],
+)
+def test_bad_mean_or_std_is_an_option_error(tmp_path: Path, changes: dict, message: str) -> None:
+    with pytest.raises(OptionError, match=message):
+        _trainer(_config(tmp_path, **changes))
+
+
+def test_one_mean_and_std_value_serves_every_channel(tmp_path: Path) -> None:
+    rgb = synthetic_splits(train=8, test=4)
+    rgb.train.images = rgb.train.images.expand(-1, 3, -1, -1)
+    assert _config(tmp_path, mean=0.5, std="0.25").normalization(rgb) == ((0.5,) * 3, (0.25,) * 3)

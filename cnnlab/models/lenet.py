@@ -153,51 +153,37 @@ def _init_weights(model: nn.Module, activation: str) -> None:
 _PAPER = "LeCun et al. 1998, Proc. IEEE 86(11):2278-2324"
 
 
-@register_model(input_size=(1, 32, 32), paper=_PAPER, mean=MNIST_MEAN, std=MNIST_STD)
-def lenet5(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    image_size: int = 32,
-    activation: str = "sigmoid",
-    pooling: str = "avg",
-    kernel_size: int = 5,
-    pool_size: int = 2,
-    batch_norm: bool = False,
-) -> LeNet5:
+# The knobs of the classic LeNet ablations; the two variants differ only in their defaults.
+FAITHFUL_OPTIONS = {
+    "num_classes": 10,
+    "in_channels": 1,
+    "image_size": 32,
+    "activation": "sigmoid",
+    "pooling": "avg",
+    "kernel_size": 5,
+    "pool_size": 2,
+    "batch_norm": False,
+}
+MODERN_OPTIONS = {
+    **FAITHFUL_OPTIONS,
+    "image_size": 28,
+    "activation": "relu",
+    "pooling": "max",
+    "batch_norm": True,
+}
+
+
+@register_model(
+    input_size=(1, 32, 32), paper=_PAPER, mean=MNIST_MEAN, std=MNIST_STD, options=FAITHFUL_OPTIONS
+)
+def lenet5(**options) -> LeNet5:
     """LeNet-5 as usually reproduced: sigmoid units, 2x2 average pooling, 61,706 parameters."""
-    return LeNet5(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        image_size=image_size,
-        activation=activation,
-        pooling=pooling,
-        kernel_size=kernel_size,
-        pool_size=pool_size,
-        batch_norm=batch_norm,
-    )
+    return LeNet5(**options)
 
 
-@register_model(input_size=(1, 28, 28), paper=_PAPER, mean=MNIST_MEAN, std=MNIST_STD)
-def lenet5_modern(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    image_size: int = 28,
-    activation: str = "relu",
-    pooling: str = "max",
-    kernel_size: int = 5,
-    pool_size: int = 2,
-    batch_norm: bool = True,
-) -> LeNet5:
+@register_model(
+    input_size=(1, 28, 28), paper=_PAPER, mean=MNIST_MEAN, std=MNIST_STD, options=MODERN_OPTIONS
+)
+def lenet5_modern(**options) -> LeNet5:
     """LeNet-5 with ReLU, max pooling and batch norm after every hidden layer (d2l's BN LeNet)."""
-    return LeNet5(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        image_size=image_size,
-        activation=activation,
-        pooling=pooling,
-        kernel_size=kernel_size,
-        pool_size=pool_size,
-        batch_norm=batch_norm,
-    )
+    return LeNet5(**options)

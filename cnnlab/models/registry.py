@@ -50,21 +50,25 @@ def register_model(
     paper: str,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    options: dict[str, object] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a model entrypoint under its function name.
 
-    The first line of the entrypoint's docstring becomes the model's description and its
-    keyword-only parameters become the model's options (with their defaults).
+    The first line of the entrypoint's docstring becomes the model's description. The model's
+    options (with their defaults) are the entrypoint's keyword-only parameters or, for an
+    entrypoint that takes `**options` (variants of a family sharing one option set), the
+    `options` dict given here. Either way `create_model` refuses any other option.
     """
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = builder.__name__
         if name in _REGISTRY:
             raise ValueError(f"model '{name}' is registered twice")
-        signature = inspect.signature(builder)
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
-            raise TypeError(f"{name}: options must be explicit keyword arguments, not **kwargs")
-        defaults = {p.name: p.default for p in signature.parameters.values()}
+        parameters = inspect.signature(builder).parameters.values()
+        takes_var_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+        if takes_var_keyword != (options is not None):
+            raise TypeError(f"{name}: give options= exactly when the entrypoint takes **options")
+        defaults = dict(options) if options is not None else {p.name: p.default for p in parameters}
         _REGISTRY[name] = ModelInfo(
             name=name,
             family=builder.__module__.rpartition(".")[2],

@@ -267,181 +267,117 @@ def _cifar_resnet(blocks_per_stage: int, **options: object) -> ResNet:
     return ResNet(BasicBlock, layers, widths=(16, 32, 64), small_input=True, **options)
 
 
-# Entrypoints. Each one's keyword options are exactly ResNet's, so it passes on `locals()`.
+# Registered variants: each picks a block, a depth per stage and a width.
 
 HE_2015 = "He et al. 2015, arXiv:1512.03385"
 XIE_2016 = "Xie et al. 2016, arXiv:1611.05431"
 ZAGORUYKO_2016 = "Zagoruyko & Komodakis 2016, arXiv:1605.07146"
 IMAGENET_INPUT = (3, 224, 224)
 
-
-@register_model(input_size=IMAGENET_INPUT, paper=HE_2015)
-def resnet18(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-18: basic blocks in stages of 2, 2, 2, 2."""
-    return ResNet(BasicBlock, (2, 2, 2, 2), **locals())
-
-
-@register_model(input_size=IMAGENET_INPUT, paper=HE_2015)
-def resnet34(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-34: basic blocks in stages of 3, 4, 6, 3."""
-    return ResNet(BasicBlock, (3, 4, 6, 3), **locals())
-
-
-@register_model(input_size=IMAGENET_INPUT, paper=HE_2015)
-def resnet50(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-50: bottleneck blocks in stages of 3, 4, 6, 3."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), **locals())
-
-
-@register_model(input_size=IMAGENET_INPUT, paper=HE_2015)
-def resnet101(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-101: bottleneck blocks in stages of 3, 4, 23, 3."""
-    return ResNet(Bottleneck, (3, 4, 23, 3), **locals())
-
-
-@register_model(input_size=IMAGENET_INPUT, paper=HE_2015)
-def resnet152(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-152: bottleneck blocks in stages of 3, 8, 36, 3."""
-    return ResNet(Bottleneck, (3, 8, 36, 3), **locals())
-
-
-@register_model(input_size=IMAGENET_INPUT, paper=XIE_2016)
-def resnext50_32x4d(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNeXt-50 (32x4d): ResNet-50 with 32 groups of 4 channels in the first stage's 3x3."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), groups=32, width_per_group=4, **locals())
-
-
-@register_model(input_size=IMAGENET_INPUT, paper=XIE_2016)
-def resnext101_32x8d(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNeXt-101 (32x8d): ResNet-101 with 32 groups of 8 channels in the first stage's 3x3."""
-    return ResNet(Bottleneck, (3, 4, 23, 3), groups=32, width_per_group=8, **locals())
-
-
-@register_model(input_size=IMAGENET_INPUT, paper=XIE_2016)
-def resnext101_64x4d(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNeXt-101 (64x4d): ResNet-101 with 64 groups of 4 channels in the first stage's 3x3."""
-    return ResNet(Bottleneck, (3, 4, 23, 3), groups=64, width_per_group=4, **locals())
-
-
-@register_model(input_size=IMAGENET_INPUT, paper=ZAGORUYKO_2016)
-def wide_resnet50_2(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """Wide ResNet-50-2: ResNet-50 with bottlenecks twice as wide (torchvision's variant)."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), width_per_group=128, **locals())
-
-
+# Options shared by the ImageNet variants and by the CIFAR variants (the paper's defaults).
+IMAGENET_OPTIONS = {
+    "num_classes": 1000,
+    "in_channels": 3,
+    "small_input": False,
+    "zero_init_residual": False,
+}
+CIFAR_OPTIONS = {"num_classes": 10, "in_channels": 3, "shortcut": "A", "zero_init_residual": False}
+imagenet_variant = register_model(
+    input_size=IMAGENET_INPUT, paper=HE_2015, options=IMAGENET_OPTIONS
+)
+resnext_variant = register_model(
+    input_size=IMAGENET_INPUT, paper=XIE_2016, options=IMAGENET_OPTIONS
+)
 CIFAR_INPUT = (3, 32, 32)
 CIFAR_PAPER = f"{HE_2015}, §4.2 (CIFAR-10)"
+cifar_variant = register_model(
+    input_size=CIFAR_INPUT,
+    paper=CIFAR_PAPER,
+    mean=CIFAR10_MEAN,
+    std=CIFAR10_STD,
+    options=CIFAR_OPTIONS,
+)
 
 
-@register_model(input_size=CIFAR_INPUT, paper=CIFAR_PAPER, mean=CIFAR10_MEAN, std=CIFAR10_STD)
-def resnet20(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    shortcut: str = "A",
-    zero_init_residual: bool = False,
-) -> ResNet:
+@imagenet_variant
+def resnet18(**options) -> ResNet:
+    """ResNet-18: basic blocks in stages of 2, 2, 2, 2."""
+    return ResNet(BasicBlock, (2, 2, 2, 2), **options)
+
+
+@imagenet_variant
+def resnet34(**options) -> ResNet:
+    """ResNet-34: basic blocks in stages of 3, 4, 6, 3."""
+    return ResNet(BasicBlock, (3, 4, 6, 3), **options)
+
+
+@imagenet_variant
+def resnet50(**options) -> ResNet:
+    """ResNet-50: bottleneck blocks in stages of 3, 4, 6, 3."""
+    return ResNet(Bottleneck, (3, 4, 6, 3), **options)
+
+
+@imagenet_variant
+def resnet101(**options) -> ResNet:
+    """ResNet-101: bottleneck blocks in stages of 3, 4, 23, 3."""
+    return ResNet(Bottleneck, (3, 4, 23, 3), **options)
+
+
+@imagenet_variant
+def resnet152(**options) -> ResNet:
+    """ResNet-152: bottleneck blocks in stages of 3, 8, 36, 3."""
+    return ResNet(Bottleneck, (3, 8, 36, 3), **options)
+
+
+@resnext_variant
+def resnext50_32x4d(**options) -> ResNet:
+    """ResNeXt-50 (32x4d): ResNet-50 with 32 groups of 4 channels in the first stage's 3x3."""
+    return ResNet(Bottleneck, (3, 4, 6, 3), groups=32, width_per_group=4, **options)
+
+
+@resnext_variant
+def resnext101_32x8d(**options) -> ResNet:
+    """ResNeXt-101 (32x8d): ResNet-101 with 32 groups of 8 channels in the first stage's 3x3."""
+    return ResNet(Bottleneck, (3, 4, 23, 3), groups=32, width_per_group=8, **options)
+
+
+@resnext_variant
+def resnext101_64x4d(**options) -> ResNet:
+    """ResNeXt-101 (64x4d): ResNet-101 with 64 groups of 4 channels in the first stage's 3x3."""
+    return ResNet(Bottleneck, (3, 4, 23, 3), groups=64, width_per_group=4, **options)
+
+
+@register_model(input_size=IMAGENET_INPUT, paper=ZAGORUYKO_2016, options=IMAGENET_OPTIONS)
+def wide_resnet50_2(**options) -> ResNet:
+    """Wide ResNet-50-2: ResNet-50 with bottlenecks twice as wide (torchvision's variant)."""
+    return ResNet(Bottleneck, (3, 4, 6, 3), width_per_group=128, **options)
+
+
+@cifar_variant
+def resnet20(**options) -> ResNet:
     """ResNet-20 for CIFAR-10: 3 basic blocks per stage, 0.27M parameters."""
-    return _cifar_resnet(3, **locals())
+    return _cifar_resnet(3, **options)
 
 
-@register_model(input_size=CIFAR_INPUT, paper=CIFAR_PAPER, mean=CIFAR10_MEAN, std=CIFAR10_STD)
-def resnet32(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    shortcut: str = "A",
-    zero_init_residual: bool = False,
-) -> ResNet:
+@cifar_variant
+def resnet32(**options) -> ResNet:
     """ResNet-32 for CIFAR-10: 5 basic blocks per stage, 0.46M parameters."""
-    return _cifar_resnet(5, **locals())
+    return _cifar_resnet(5, **options)
 
 
-@register_model(input_size=CIFAR_INPUT, paper=CIFAR_PAPER, mean=CIFAR10_MEAN, std=CIFAR10_STD)
-def resnet44(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    shortcut: str = "A",
-    zero_init_residual: bool = False,
-) -> ResNet:
+@cifar_variant
+def resnet44(**options) -> ResNet:
     """ResNet-44 for CIFAR-10: 7 basic blocks per stage, 0.66M parameters."""
-    return _cifar_resnet(7, **locals())
+    return _cifar_resnet(7, **options)
 
 
-@register_model(input_size=CIFAR_INPUT, paper=CIFAR_PAPER, mean=CIFAR10_MEAN, std=CIFAR10_STD)
-def resnet56(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    shortcut: str = "A",
-    zero_init_residual: bool = False,
-) -> ResNet:
+@cifar_variant
+def resnet56(**options) -> ResNet:
     """ResNet-56 for CIFAR-10: 9 basic blocks per stage, 0.85M parameters."""
-    return _cifar_resnet(9, **locals())
+    return _cifar_resnet(9, **options)
 
 
-@register_model(input_size=CIFAR_INPUT, paper=CIFAR_PAPER, mean=CIFAR10_MEAN, std=CIFAR10_STD)
-def resnet110(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    shortcut: str = "A",
-    zero_init_residual: bool = False,
-) -> ResNet:
+@cifar_variant
+def resnet110(**options) -> ResNet:
     """ResNet-110 for CIFAR-10: 18 basic blocks per stage, 1.7M parameters."""
-    return _cifar_resnet(18, **locals())
+    return _cifar_resnet(18, **options)

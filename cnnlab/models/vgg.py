@@ -117,73 +117,53 @@ class VGG(ClassifierNet):
 _PAPER = "Simonyan & Zisserman 2014, arXiv:1409.1556"
 
 
-@register_model(input_size=(3, 224, 224), paper=_PAPER)
-def vgg11(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+VGG_OPTIONS = {"num_classes": 1000, "in_channels": 3, "dropout": 0.5}
+vgg_variant = register_model(input_size=(3, 224, 224), paper=_PAPER, options=VGG_OPTIONS)
+
+
+@vgg_variant
+def vgg11(**options) -> VGG:
     """VGG-11: configuration A, eight 3x3 convolutions and three fully connected layers."""
-    return VGG(CONFIGS["A"], num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+    return VGG(CONFIGS["A"], batch_norm=False, **options)
 
 
-@register_model(input_size=(3, 224, 224), paper=_PAPER)
-def vgg13(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+@vgg_variant
+def vgg13(**options) -> VGG:
     """VGG-13: configuration B, ten 3x3 convolutions and three fully connected layers."""
-    return VGG(CONFIGS["B"], num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+    return VGG(CONFIGS["B"], batch_norm=False, **options)
 
 
-@register_model(input_size=(3, 224, 224), paper=_PAPER)
-def vgg16(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+@vgg_variant
+def vgg16(**options) -> VGG:
     """VGG-16: configuration D, thirteen 3x3 convolutions and three fully connected layers."""
-    return VGG(CONFIGS["D"], num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+    return VGG(CONFIGS["D"], batch_norm=False, **options)
 
 
-@register_model(input_size=(3, 224, 224), paper=_PAPER)
-def vgg19(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+@vgg_variant
+def vgg19(**options) -> VGG:
     """VGG-19: configuration E, sixteen 3x3 convolutions and three fully connected layers."""
-    return VGG(CONFIGS["E"], num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+    return VGG(CONFIGS["E"], batch_norm=False, **options)
 
 
-@register_model(input_size=(3, 224, 224), paper=_PAPER)
-def vgg11_bn(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+@vgg_variant
+def vgg11_bn(**options) -> VGG:
     """VGG-11 with batch normalization after every convolution (torchvision's vgg11_bn)."""
-    return VGG(
-        CONFIGS["A"],
-        batch_norm=True,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        dropout=dropout,
-    )
+    return VGG(CONFIGS["A"], batch_norm=True, **options)
 
 
-@register_model(input_size=(3, 224, 224), paper=_PAPER)
-def vgg13_bn(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+@vgg_variant
+def vgg13_bn(**options) -> VGG:
     """VGG-13 with batch normalization after every convolution (torchvision's vgg13_bn)."""
-    return VGG(
-        CONFIGS["B"],
-        batch_norm=True,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        dropout=dropout,
-    )
+    return VGG(CONFIGS["B"], batch_norm=True, **options)
 
 
-@register_model(input_size=(3, 224, 224), paper=_PAPER)
-def vgg16_bn(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+@vgg_variant
+def vgg16_bn(**options) -> VGG:
     """VGG-16 with batch normalization after every convolution (torchvision's vgg16_bn)."""
-    return VGG(
-        CONFIGS["D"],
-        batch_norm=True,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        dropout=dropout,
-    )
+    return VGG(CONFIGS["D"], batch_norm=True, **options)
 
 
-@register_model(input_size=(3, 224, 224), paper=_PAPER)
-def vgg19_bn(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> VGG:
+@vgg_variant
+def vgg19_bn(**options) -> VGG:
     """VGG-19 with batch normalization after every convolution (torchvision's vgg19_bn)."""
-    return VGG(
-        CONFIGS["E"],
-        batch_norm=True,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        dropout=dropout,
-    )
+    return VGG(CONFIGS["E"], batch_norm=True, **options)

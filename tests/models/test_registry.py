@@ -23,7 +23,10 @@ from cnnlab.models import (
 )
 from cnnlab.models.layers import AuxOutputs
 
-MODELS = list_models()
+# cnnlab's own zoo; other test modules register throwaway networks in the same process.
+MODELS = [
+    name for name in list_models() if model_info(name).builder.__module__.startswith("cnnlab.")
+]
 NUM_CLASSES = 42
 # Backward passes through the 100M-parameter classifiers of VGG and AlexNet cost seconds each;
 # as in timm's tests, networks this big are checked forward-only.
@@ -65,12 +68,14 @@ def test_backward_reaches_every_parameter(model: nn.Module, smallest_input: tupl
         pytest.skip("over 50M parameters: checked forward-only")
     model.train()
     model.zero_grad(set_to_none=True)
-    targets = torch.randint(NUM_CLASSES, (2,))
-    output = model(torch.randn(2, *smallest_input))
+    # Batch 4, not 2: batch norm over two values at 1x1 maps (a ResNet's smallest input)
+    # normalizes both to +-1, and its gradient blows up through a hundred layers.
+    targets = torch.randint(NUM_CLASSES, (4,))
+    output = model(torch.randn(4, *smallest_input))
     if isinstance(output, AuxOutputs):
         loss = F.cross_entropy(output.logits, targets)
         for aux_logits in output.aux_logits:
-            assert aux_logits.shape == (2, NUM_CLASSES)
+            assert aux_logits.shape == (4, NUM_CLASSES)
             loss = loss + model.aux_loss_weight * F.cross_entropy(aux_logits, targets)
     else:
         loss = F.cross_entropy(output, targets)
@@ -136,3 +141,23 @@ def test_wrong_channel_count_names_the_fix() -> None:
     channels = model_info(name).input_size[0]
     with pytest.raises(InputSizeError, match=f"in_channels={channels + 1}"):
         check_input_size(name, (channels + 1, 224, 224))
+
+
+def test_register_model_takes_options_exactly_for_var_keyword_entrypoints() -> None:
+    from cnnlab.models import register_model
+
+    def explicit(*, num_classes: int = 10) -> nn.Module:
+        return nn.Linear(1, num_classes)
+
+    def shared(**options) -> nn.Module:
+        return nn.Linear(1, options["num_classes"])
+
+    with pytest.raises(TypeError, match="options="):
+        register_model(input_size=(1, 1, 1), paper="-", options={"num_classes": 10})(explicit)
+    with pytest.raises(TypeError, match="options="):
+        register_model(input_size=(1, 1, 1), paper="-")(shared)
+
+
+def test_shared_option_sets_refuse_unknown_options() -> None:
+    with pytest.raises(OptionError, match="valid options: num_classes, in_channels"):
+        create_model("resnet18", dropout=0.5)

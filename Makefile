@@ -15,7 +15,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/cnnlab demo
+	$(BIN)/cnnlab summary lenet5_modern --input 1x28x28
+	$(BIN)/cnnlab train --config examples/demo.yaml --out runs/demo
+	$(BIN)/cnnlab eval runs/demo --data mnist-5k
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q
@@ -24,7 +26,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check cnnlab tests bench
 
 bench: $(STAMP)
-	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/lenet_fashion_mnist.py
+	$(BIN)/python bench/cifar10_folders.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

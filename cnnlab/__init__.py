@@ -1,6 +1,6 @@
 """cnnlab: build, train, compare, ablate, transfer and diagnose the landmark CNNs."""
 
-from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.trainer import train
@@ -17,6 +17,7 @@ __all__ = [
     "evaluate",
     "list_models",
     "load_checkpoint",
+    "model_from_checkpoint",
     "model_info",
     "train",
 ]

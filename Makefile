@@ -17,7 +17,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 demo: $(STAMP)
 	$(BIN)/cnnlab summary lenet5_modern --input 1x28x28
 	$(BIN)/cnnlab train --config examples/demo.yaml --out runs/demo
-	$(BIN)/cnnlab eval runs/demo --data mnist-5k
+	$(BIN)/cnnlab eval runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q

@@ -16,6 +16,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_and_data_root(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test reads or writes the user's `~/.cache/cnnlab`: one empty cache per test worker."""
+    os.environ["CNNLAB_CACHE"] = str(tmp_path_factory.mktemp("cnnlab-cache"))
+    os.environ["CNNLAB_DATA"] = str(tmp_path_factory.mktemp("cnnlab-data"))
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch() -> None:
     """Every test starts from the same random state."""

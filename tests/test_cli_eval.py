@@ -194,3 +194,17 @@ def test_predict_fails_when_no_file_is_readable(
 
     assert result.exit_code == 2
     assert "none of the 2 file(s) could be classified" in result.stderr
+
+
+def test_eval_defaults_to_the_training_data_and_split(tmp_path: Path) -> None:
+    from cnnlab.engine.config import TrainConfig
+    from cnnlab.engine.trainer import train
+
+    run = tmp_path / "run"
+    config = TrainConfig(data="mnist-5k", epochs=1, seed=3, out=str(run))
+    trained = train(config, progress=False)
+    result = CliRunner().invoke(app, ["eval", str(run), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["data"] == "mnist-5k"
+    assert report["top1"] == pytest.approx(trained.final["test_acc"], abs=1e-6)

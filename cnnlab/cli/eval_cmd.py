@@ -28,8 +28,11 @@ DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda or mps."
 @app.command("eval")
 def eval_command(
     checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
-    data: str = typer.Option(
-        ..., "--data", "-d", help="Dataset to score on, e.g. mnist, cifar10, folder:PATH."
+    data: str | None = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help="Dataset to score on, e.g. mnist, folder:PATH (default: the one it was trained on).",
     ),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Images per batch."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
@@ -44,7 +47,19 @@ def eval_command(
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint_file, device=torch_device)
     channels, size, _ = state["image_shape"]
-    splits = load_dataset(data, image_size=size, channels=channels)
+    trained_on = state.get("config") or {}
+    data = data or trained_on.get("data")
+    if data is None:
+        raise CheckpointError(f"{checkpoint_file} does not record its dataset; pass --data")
+    # The training run's seed and fraction: a dataset without a test split is split the same
+    # way again, so no training image is scored.
+    splits = load_dataset(
+        data,
+        image_size=size,
+        channels=channels,
+        val_fraction=trained_on.get("val_fraction", 0.2),
+        seed=trained_on.get("seed", 0),
+    )
     _check_classes(state["classes"], splits.test.classes, data)
     loader = BatchLoader(
         splits.test,

@@ -179,7 +179,11 @@ def check_input_size(name: str, shape: tuple[int, int, int], **options: object) 
     if _accepts(name, options, shape):
         return
     smallest = min_input_size(name, **options)
-    hint = "resize the images" if shape[1] < smallest else "use the model's default input size"
+    hint = (
+        f"resize the images (e.g. `cnnlab train --image-size {max(smallest, 32)}`)"
+        if shape[1] < smallest
+        else "use the model's default input size"
+    )
     raise InputSizeError(
         f"model '{name}' cannot take {shape[1]}x{shape[2]} inputs; the smallest it accepts is "
         f"{smallest}x{smallest} (default {'x'.join(map(str, model_info(name).input_size))}); {hint}"

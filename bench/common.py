@@ -1,0 +1,270 @@
+"""What the benchmark scripts share: locating the references, timed child processes, reports.
+
+Both sides of every comparison run as child processes of the benchmark, one after the other,
+so each is timed the same way: from the moment it is started (interpreter start-up, imports and
+data loading included) to the moment each of its JSON lines arrives. The cnnlab side is this
+file run as a script (`python bench/common.py train CONFIG.yaml`): it loads the data (timed on
+its own), trains with `cnnlab.train`, and prints one JSON line per event.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from cnnlab.data.datasets import load_dataset
+from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.trainer import train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT / ".." / "shared"
+console = Console(highlight=False)
+
+
+class Skipped(Exception):
+    """Something the benchmark needs is absent (a reference script, a dataset, a GPU)."""
+
+
+def shared_path(relative: str, what: str) -> Path:
+    """`../shared/<relative>` beside the repository, or `Skipped` saying what is missing."""
+    path = SHARED / relative
+    if not path.exists():
+        raise Skipped(f"{what} not found at {path.resolve()}; nothing to compare against")
+    return path
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a benchmark's `main`; a `Skipped` benchmark prints why and exits with status 0."""
+    try:
+        main()
+    except Skipped as reason:
+        console.print(f"[yellow]skipped:[/] {reason}")
+
+
+def load_average() -> float:
+    """The 1-minute load average, rounded."""
+    return round(os.getloadavg()[0], 2)
+
+
+def wait_for_quiet_machine(max_load: float, timeout: float = 600.0) -> float:
+    """Wait until the 1-minute load average is below `max_load` (or `timeout` s); return it.
+
+    The cores may be shared: a busy neighbour slows whichever side happens to run beside it.
+    """
+    deadline = time.monotonic() + timeout
+    load = os.getloadavg()[0]
+    while load >= max_load and time.monotonic() < deadline:
+        console.print(f"load average {load:.2f} >= {max_load}: waiting for a quieter machine")
+        time.sleep(15)
+        load = os.getloadavg()[0]
+    return load
+
+
+# ---------------------------------------------------------------------------- child processes
+
+
+@dataclass
+class TimedRun:
+    """The JSON lines a child printed, each with its arrival time since the child started."""
+
+    rows: list[dict] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    stopped_early: bool = False
+
+    def epochs(self) -> list[tuple[float, dict]]:
+        """`(arrival seconds, row)` for each per-epoch row (those with an `epoch` key)."""
+        pairs = zip(self.arrivals, self.rows, strict=True)
+        return [(seconds, row) for seconds, row in pairs if "epoch" in row]
+
+    def load_seconds(self) -> float:
+        """cnnlab's `load_dataset` time, from the child's `loaded` line."""
+        return next(row["seconds"] for row in self.rows if row.get("event") == "loaded")
+
+
+def run_timed(
+    command: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    stop: Callable[[dict], bool] | None = None,
+) -> TimedRun:
+    """Run `command`, time-stamping each JSON line of its stdout on arrival.
+
+    Lines that are not JSON objects are ignored. `stop(row)` returning True ends the child at
+    once (time to accuracy needs no more epochs). A failing child raises `RuntimeError` with
+    the end of its stderr.
+    """
+    result = TimedRun()
+    with tempfile.TemporaryFile("w+") as errors:
+        started = time.perf_counter()
+        child = subprocess.Popen(
+            list(command), stdout=subprocess.PIPE, stderr=errors, text=True, env=env
+        )
+        assert child.stdout is not None
+        for line in child.stdout:
+            arrived = time.perf_counter() - started
+            row = _json_object(line)
+            if row is None:
+                continue
+            result.rows.append(row)
+            result.arrivals.append(arrived)
+            if stop is not None and stop(row):
+                child.terminate()
+                result.stopped_early = True
+                break
+        child.wait()
+        result.wall_seconds = time.perf_counter() - started
+        if child.returncode and not result.stopped_early:
+            errors.seek(0)
+            tail = errors.read()[-2000:]
+            raise RuntimeError(f"{' '.join(command)} exited with {child.returncode}:\n{tail}")
+    return result
+
+
+def _json_object(line: str) -> dict | None:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def reference_command(script: str, *args: object) -> list[str]:
+    """A reference script of `../shared/bench` with its arguments, run by this interpreter."""
+    path = shared_path(f"bench/{script}", f"reference script {script}")
+    return [sys.executable, str(path), *map(str, args)]
+
+
+def cnnlab_command(config: TrainConfig, workdir: Path, name: str) -> list[str]:
+    """The child command that trains `config` (written to `workdir/<name>.yaml`)."""
+    path = workdir / f"{name}.yaml"
+    config.to_yaml(path)
+    return [sys.executable, str(Path(__file__).resolve()), "train", str(path)]
+
+
+def child_env(**values: str) -> dict[str, str]:
+    """This process's environment with `values` set (e.g. a fresh `CNNLAB_CACHE`)."""
+    return {**os.environ, **values}
+
+
+def _train_child(config_path: str) -> None:
+    """Child mode: load the data (timed), then train, printing one JSON line per epoch."""
+    config = TrainConfig.from_yaml(config_path)
+    started = time.perf_counter()
+    data = load_dataset(
+        config.data,
+        image_size=config.image_size,
+        channels=config.channels,
+        val_fraction=config.val_fraction,
+        seed=config.seed,
+    )
+    seconds = time.perf_counter() - started
+    _emit({"event": "loaded", "seconds": seconds, "train_images": len(data.train)})
+    train(
+        config, data=data, progress=False, on_epoch_end=lambda row: _emit({"event": "epoch", **row})
+    )
+
+
+def _emit(row: dict) -> None:
+    print(json.dumps(row), flush=True)
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+@dataclass
+class Target:
+    """One goal of a benchmark: the measured value, how it is judged, and whether it passed."""
+
+    name: str
+    measured: float
+    goal: str
+    passed: bool
+    unit: str = "x"
+
+    @classmethod
+    def at_least(cls, name: str, measured: float, minimum: float, unit: str = "x") -> Target:
+        return cls(name, measured, f">= {minimum:g}{unit}", measured >= minimum, unit)
+
+    @classmethod
+    def at_most(cls, name: str, measured: float, maximum: float, unit: str) -> Target:
+        return cls(name, measured, f"<= {maximum:g}{unit}", measured <= maximum, unit)
+
+    @classmethod
+    def within(
+        cls, name: str, measured: float, centre: float, tolerance: float, unit: str
+    ) -> Target:
+        goal = f"{centre:g} ± {tolerance:g}{unit}"
+        return cls(name, measured, goal, abs(measured - centre) <= tolerance, unit)
+
+    def line(self) -> str:
+        verdict = "[green]PASS[/]" if self.passed else "[red]FAIL[/]"
+        return f"{verdict}  {self.name}: {self.measured:.3g}{self.unit} (target {self.goal})"
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "measured": self.measured,
+            "goal": self.goal,
+            "pass": self.passed,
+        }
+
+
+def provenance(seeds: dict[str, object], device: str = "cpu") -> dict:
+    """Where and when the numbers were measured, and with which seeds."""
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": load_average(),
+        "device": device,
+        "seeds": seeds,
+    }
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """A rich table; floats get 4 significant digits."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column == columns[0] else "right")
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+
+
+def print_summary(benchmark: str, targets: Sequence[Target], results: dict, meta: dict) -> None:
+    """Each target's PASS/FAIL line, then the JSON summary as the very last line."""
+    for target in targets:
+        console.print(target.line())
+    summary = {
+        "benchmark": benchmark,
+        "targets": [target.to_dict() for target in targets],
+        "results": results,
+        "provenance": meta,
+    }
+    print(json.dumps(summary), flush=True)
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["train"] or len(sys.argv) != 3:
+        sys.exit("usage: python bench/common.py train CONFIG.yaml (the benchmarks' child mode)")
+    _train_child(sys.argv[2])

@@ -1,0 +1,285 @@
+"""LeNet-5 on full Fashion-MNIST: cnnlab against the textbook reference recipe, in one run.
+
+Parts (each can be skipped):
+  recipe  the reference `reference_lenet.py` and cnnlab on the same recipe (sigmoid LeNet-5,
+          average pooling, Xavier init, plain SGD at lr 0.9, batch 256, raw [0, 1] pixels):
+          training throughput, final training loss and test accuracy;
+  tta     time to accuracy: cnnlab's default recipe for `lenet5_modern`, wall-clock seconds
+          from process start until its test accuracy first reaches the reference's final one,
+          against the reference's wall-clock time for its epochs;
+  fast    `examples/fashion_mnist_fast.yaml` over a few seeds: a LeNet-5-sized network past
+          0.906 test accuracy in under 10 minutes.
+
+Usage: python bench/lenet_fashion_mnist.py [--skip-recipe] [--skip-tta] [--skip-fast]
+The last line printed is a JSON summary (targets, results, provenance).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from common import (
+    REPO_ROOT,
+    Target,
+    TimedRun,
+    cnnlab_command,
+    console,
+    load_average,
+    mean,
+    print_summary,
+    print_table,
+    provenance,
+    reference_command,
+    run_main,
+    run_timed,
+    shared_path,
+    wait_for_quiet_machine,
+)
+
+from cnnlab.engine.config import TrainConfig
+
+FAST_RECIPE = REPO_ROOT / "examples" / "fashion_mnist_fast.yaml"
+FAST_ACCURACY = 0.906  # LeNet-5's classic tuned result: 50 epochs at batch 16
+FAST_SECONDS = 600.0
+LOSS_TOLERANCE = 0.05  # final training loss within 5% of the reference's
+ACCURACY_POINTS = 2.0  # test accuracy within 2 points of the reference's
+TTA_SPEEDUP = 5.0
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, help="Fashion-MNIST IDX folder (default: shared)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of the textbook recipe")
+    parser.add_argument(
+        "--seeds", default="0", help="seeds of the textbook recipe (each side once per seed)"
+    )
+    parser.add_argument("--fast-seeds", default="0,1,2", help="seeds of the fast recipe")
+    parser.add_argument("--skip-recipe", action="store_true")
+    parser.add_argument("--skip-tta", action="store_true")
+    parser.add_argument("--skip-fast", action="store_true")
+    parser.add_argument(
+        "--max-load", type=float, default=1.5, help="wait for a lower load average first"
+    )
+    return parser.parse_args()
+
+
+def textbook_config(spec: str, epochs: int, seed: int, out: Path) -> TrainConfig:
+    """The reference's recipe in cnnlab's terms (the reference feeds raw [0, 1] pixels)."""
+    return TrainConfig(
+        model="lenet5",
+        model_options={"activation": "sigmoid", "pooling": "avg"},
+        data=spec,
+        epochs=epochs,
+        batch_size=256,
+        optimizer="sgd",
+        lr=0.9,
+        weight_decay=0.0,
+        schedule="constant",
+        init="xavier",
+        mean=[0.0],
+        std=[1.0],
+        seed=seed,
+        device="cpu",
+        out=str(out),
+    )
+
+
+def compare_recipe(references: list[TimedRun], runs: list[TimedRun]) -> tuple[list[Target], dict]:
+    """Throughput, final training loss and test accuracy of the same recipe, seed-averaged."""
+    ref_rows = _mean_rows(references)
+    rows = _mean_rows(runs)
+    ref_rate = mean([run.rows[-1]["examples_per_sec"] for run in references])
+    # Every epoch sees as many images: a run's overall rate is the harmonic mean of its epochs'.
+    rate = mean([_overall_rate(run) for run in runs])
+    seeds = f" (means over {len(runs)} seeds)" if len(runs) > 1 else ""
+    print_table(
+        f"Textbook LeNet-5 on Fashion-MNIST, per epoch{seeds}",
+        ["epoch", "ref train loss", "ref test acc", "cnnlab train loss", "cnnlab test acc"],
+        [
+            [ref["epoch"], ref["train_loss"], ref["test_acc"], ours["train_loss"], ours["test_acc"]]
+            for ref, ours in zip(ref_rows, rows, strict=True)
+        ],
+    )
+    speedup = rate / ref_rate
+    loss_ratio = rows[-1]["train_loss"] / ref_rows[-1]["train_loss"]
+    final_diff = 100 * (rows[-1]["test_acc"] - ref_rows[-1]["test_acc"])
+    ref_last3, last3 = (mean([row["test_acc"] for row in side[-3:]]) for side in (ref_rows, rows))
+    last3_diff = 100 * (last3 - ref_last3)
+    print_table(
+        f"Same recipe, both sides{seeds}",
+        ["", "reference", "cnnlab", "cnnlab vs reference"],
+        [
+            ["train images/s", ref_rate, rate, f"{speedup:.2f}x"],
+            ["final train loss", ref_rows[-1]["train_loss"], rows[-1]["train_loss"], loss_ratio],
+            ["final test acc", ref_rows[-1]["test_acc"], rows[-1]["test_acc"], final_diff],
+            ["test acc, mean of the last 3 epochs", ref_last3, last3, last3_diff],
+        ],
+    )
+    accuracy = ("test accuracy cnnlab - reference", ACCURACY_POINTS, " points")
+    targets = [
+        Target.at_least("training throughput cnnlab/reference", speedup, 1.0),
+        Target.within("final training loss cnnlab/reference", loss_ratio, 1.0, LOSS_TOLERANCE, ""),
+        Target.within(f"final {accuracy[0]}", final_diff, 0.0, *accuracy[1:]),
+        Target.within(f"last-3-epoch mean {accuracy[0]}", last3_diff, 0.0, *accuracy[1:]),
+    ]
+    results = {
+        "reference_images_per_sec": ref_rate,
+        "cnnlab_images_per_sec": rate,
+        "reference_runs": [run.rows[-1] for run in references],
+        "reference_epochs": ref_rows,
+        "cnnlab_epochs": rows,
+    }
+    return targets, results
+
+
+def _overall_rate(run: TimedRun) -> float:
+    rates = [row["images_per_sec"] for _, row in run.epochs()]
+    return len(rates) / sum(1 / rate for rate in rates)
+
+
+def _mean_rows(runs: list[TimedRun]) -> list[dict]:
+    """Per epoch, the training loss and test accuracy averaged over the runs (seeds)."""
+    histories = [[row for _, row in run.epochs()] for run in runs]
+    return [
+        {"epoch": rows[0]["epoch"]}
+        | {key: mean([row[key] for row in rows]) for key in ("train_loss", "test_acc")}
+        for rows in zip(*histories, strict=True)
+    ]
+
+
+def time_to_accuracy(
+    reference: TimedRun, spec: str, seed: int, workdir: Path
+) -> tuple[list[Target], dict]:
+    """cnnlab's default `lenet5_modern` recipe until it matches the reference's final accuracy."""
+    (ref_seconds, ref_last), *_ = reversed(reference.epochs())
+    goal = ref_last["test_acc"]
+    config = TrainConfig(data=spec, epochs=10, seed=seed, device="cpu", out=str(workdir / "tta"))
+    run = run_timed(
+        cnnlab_command(config, workdir, "tta"), stop=lambda row: row.get("test_acc", 0) >= goal
+    )
+    epochs = run.epochs()
+    print_table(
+        f"Time to {goal:.4f} test accuracy: cnnlab's default lenet5_modern recipe",
+        ["epoch", "seconds since start", "test acc"],
+        [[row["epoch"], seconds, row["test_acc"]] for seconds, row in epochs],
+    )
+    reached = next((seconds for seconds, row in epochs if row["test_acc"] >= goal), None)
+    speedup = ref_seconds / reached if reached else 0.0
+    console.print(
+        f"reference: {ref_seconds:.1f} s for {ref_last['epoch']} epochs (to {goal:.4f}); "
+        f"cnnlab: {'never' if reached is None else f'{reached:.1f} s'}"
+    )
+    target = Target.at_least(
+        "time to the reference's accuracy, reference/cnnlab", speedup, TTA_SPEEDUP
+    )
+    results = {
+        "goal_test_acc": goal,
+        "reference_seconds": ref_seconds,
+        "cnnlab_seconds": reached,
+        "cnnlab_epochs": [dict(_compact(row), since_start=s) for s, row in epochs],
+    }
+    return [target], results
+
+
+def fast_recipe(spec: str, seeds: list[int], workdir: Path) -> tuple[list[Target], dict]:
+    """The fast recipe once per seed: final test accuracy and wall-clock seconds of each run."""
+    base = TrainConfig.from_yaml(FAST_RECIPE)
+    runs = []
+    for seed in seeds:
+        config = base.replace(data=spec, seed=seed, out=str(workdir / f"fast-{seed}"))
+        run = run_timed(cnnlab_command(config, workdir, f"fast-{seed}"))
+        epochs = run.epochs()
+        passed_at = next((s for s, row in epochs if row["test_acc"] >= FAST_ACCURACY), None)
+        final = epochs[-1][1]
+        runs.append(
+            {
+                "seed": seed,
+                "test_acc": final["test_acc"],
+                "best_test_acc": max(row["test_acc"] for _, row in epochs),
+                "wall_seconds": run.wall_seconds,
+                "first_past_goal_seconds": passed_at,
+                "images_per_sec": mean([row["images_per_sec"] for _, row in epochs]),
+            }
+        )
+    print_table(
+        f"Fast recipe ({base.model}, {base.epochs} epochs, batch {base.batch_size})",
+        ["seed", "final test acc", "best test acc", "wall s", f"first >= {FAST_ACCURACY}", "img/s"],
+        [list(run.values()) for run in runs],
+    )
+    accuracies = [run["test_acc"] for run in runs]
+    slowest = max(run["wall_seconds"] for run in runs)
+    console.print(
+        f"fast recipe: test accuracy {mean(accuracies):.4f} ± {_std(accuracies):.4f} "
+        f"over {len(runs)} seeds"
+    )
+    targets = [
+        Target.at_least(
+            "fast recipe, lowest final test accuracy", min(accuracies), FAST_ACCURACY, ""
+        ),
+        Target.at_most("fast recipe, slowest wall-clock", slowest, FAST_SECONDS, " s"),
+    ]
+    return targets, {"config": base.to_dict(), "runs": runs}
+
+
+def _compact(row: dict) -> dict:
+    keys = ("epoch", "train_loss", "train_acc", "test_acc", "images_per_sec", "seconds")
+    return {key: row[key] for key in keys}
+
+
+def _std(values: list[float]) -> float:
+    average = mean(values)
+    return (sum((v - average) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
+
+
+def run_reference(data: Path, epochs: int, seed: int) -> TimedRun:
+    console.print(f"reference_lenet.py, {epochs} epochs, seed {seed} ...")
+    options = ["--data", data, "--epochs", epochs, "--seed", seed, "--per-epoch"]
+    return run_timed(reference_command("reference_lenet.py", *options))
+
+
+def run_textbook(spec: str, epochs: int, seed: int, workdir: Path) -> TimedRun:
+    console.print(f"cnnlab, the same recipe, seed {seed} ...")
+    name = f"recipe-{seed}"
+    config = textbook_config(spec, epochs, seed, workdir / name)
+    return run_timed(cnnlab_command(config, workdir, name))
+
+
+def main() -> None:
+    args = parse_args()
+    data = args.data or shared_path("data/fashion_mnist", "Fashion-MNIST")
+    spec = f"fashion-mnist:{data.resolve()}"
+    seeds, fast_seeds = (_seed_list(text) for text in (args.seeds, args.fast_seeds))
+    if args.max_load > 0:
+        wait_for_quiet_machine(args.max_load)
+    meta = provenance({"recipe": seeds, "fast": [] if args.skip_fast else fast_seeds})
+    targets, results = [], {}
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as folder:
+        workdir = Path(folder)
+        reference_seeds = [] if args.skip_recipe and args.skip_tta else seeds
+        references = [run_reference(data, args.epochs, seed) for seed in reference_seeds]
+        if not args.skip_recipe:
+            runs = [run_textbook(spec, args.epochs, seed, workdir) for seed in seeds]
+            part_targets, results["recipe"] = compare_recipe(references, runs)
+            targets += part_targets
+        if not args.skip_tta:
+            console.print("cnnlab's default lenet5_modern recipe, time to accuracy ...")
+            part_targets, results["time_to_accuracy"] = time_to_accuracy(
+                references[0], spec, seeds[0], workdir
+            )
+            targets += part_targets
+        if not args.skip_fast:
+            console.print(f"fast recipe, seeds {fast_seeds} ...")
+            part_targets, results["fast"] = fast_recipe(spec, fast_seeds, workdir)
+            targets += part_targets
+    meta["load_average_at_end"] = load_average()
+    print_summary("lenet_fashion_mnist", targets, results, meta)
+
+
+def _seed_list(text: str) -> list[int]:
+    return [int(seed) for seed in text.split(",") if seed.strip()]
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -53,7 +53,9 @@ def train_command(
         None, "--lr-step-size", help="Epochs between decays of the step schedule."
     ),
     lr_gamma: float | None = typer.Option(None, "--lr-gamma", help="Decay factor of `step`."),
-    init: str | None = typer.Option(None, "--init", help="default, xavier or kaiming."),
+    init: str | None = typer.Option(
+        None, "--init", help="default (the model's own), xavier, kaiming or pytorch."
+    ),
     augment: str | None = typer.Option(
         None, "--augment", help="e.g. flip,crop:4 (also translate:N, cutout:N, jitter:S)."
     ),

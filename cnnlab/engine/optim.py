@@ -23,7 +23,7 @@ from cnnlab.errors import OptionError, UnknownNameError
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
-INITS = ("default", "xavier", "kaiming")
+INITS = ("default", "xavier", "kaiming", "pytorch")
 
 # One-cycle (Smith & Topin 2019) starts at lr / 25 and spends 30% of the run rising.
 ONECYCLE_START = 1 / 25
@@ -158,21 +158,27 @@ def create_scheduler(
 
 
 def init_weights(model: nn.Module, scheme: str) -> None:
-    """Re-initialize the convolution and linear weights of `model` in place; biases to zero.
+    """Re-initialize the convolution and linear layers of `model` in place.
 
     `default` keeps the model's own initialization; `xavier` is Glorot & Bengio (2010),
-    uniform; `kaiming` is He et al. (2015), normal with fan-in for ReLU units.
-    Normalization layers keep their unit scale and zero shift.
+    uniform; `kaiming` is He et al. (2015), normal with fan-in for ReLU units; both zero the
+    biases. `pytorch` is PyTorch's own layer default (weights and biases uniform within
+    1/sqrt(fan_in)), what plain PyTorch code trains with. Normalization layers keep their unit
+    scale and zero shift.
     """
     if scheme not in INITS:
         raise UnknownNameError("init", scheme, INITS)
     if scheme == "default":
         return
     for module in model.modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
-            if scheme == "xavier":
-                nn.init.xavier_uniform_(module.weight)
-            else:
-                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        if not isinstance(module, nn.Conv2d | nn.Linear):
+            continue
+        if scheme == "pytorch":
+            module.reset_parameters()
+            continue
+        if scheme == "xavier":
+            nn.init.xavier_uniform_(module.weight)
+        else:
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)

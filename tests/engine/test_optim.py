@@ -145,6 +145,15 @@ def test_kaiming_init_has_the_he_standard_deviation() -> None:
     assert torch.count_nonzero(net.bias) == 0
 
 
+def test_pytorch_init_is_uniform_within_one_over_root_fan_in_for_weights_and_biases() -> None:
+    net = nn.Conv2d(16, 32, 5)
+    nn.init.zeros_(net.weight)
+    init_weights(net, "pytorch")
+    bound = 1 / math.sqrt(16 * 5 * 5)
+    for values in (net.weight, net.bias):
+        assert values.abs().max() <= bound and values.abs().max() > 0.9 * bound
+
+
 def test_default_init_keeps_the_model_weights_and_batch_norm_is_untouched() -> None:
     net = _net()
     before = [p.detach().clone() for p in net.parameters()]

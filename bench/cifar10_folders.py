@@ -32,7 +32,6 @@ from common import (
     child_env,
     cnnlab_command,
     console,
-    load_average,
     mean,
     print_summary,
     print_table,
@@ -211,7 +210,6 @@ def main() -> None:
         cached = run_timed(cnnlab_command(again, workdir, "again"), env=env)
         targets, results = compare(reference, first, cached, args.device)
     results["model"] = args.model
-    meta["load_average_at_end"] = load_average()
     if args.device == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()
     print_summary("cifar10_folders", targets, results, meta)

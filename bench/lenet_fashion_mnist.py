@@ -26,7 +26,6 @@ from common import (
     TimedRun,
     cnnlab_command,
     console,
-    load_average,
     mean,
     print_summary,
     print_table,
@@ -128,6 +127,7 @@ def compare_recipe(references: list[TimedRun], runs: list[TimedRun]) -> tuple[li
         "reference_images_per_sec": ref_rate,
         "cnnlab_images_per_sec": rate,
         "reference_runs": [run.rows[-1] for run in references],
+        "cnnlab_runs": [_compact(run.epochs()[-1][1]) for run in runs],
         "reference_epochs": ref_rows,
         "cnnlab_epochs": rows,
     }
@@ -257,10 +257,13 @@ def main() -> None:
     targets, results = [], {}
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as folder:
         workdir = Path(folder)
-        reference_seeds = [] if args.skip_recipe and args.skip_tta else seeds
-        references = [run_reference(data, args.epochs, seed) for seed in reference_seeds]
-        if not args.skip_recipe:
-            runs = [run_textbook(spec, args.epochs, seed, workdir) for seed in seeds]
+        references, runs = [], []
+        for seed in [] if args.skip_recipe and args.skip_tta else seeds:
+            # Alternating sides: a neighbour's load falls on both rather than on one.
+            references.append(run_reference(data, args.epochs, seed))
+            if not args.skip_recipe:
+                runs.append(run_textbook(spec, args.epochs, seed, workdir))
+        if runs:
             part_targets, results["recipe"] = compare_recipe(references, runs)
             targets += part_targets
         if not args.skip_tta:
@@ -273,7 +276,6 @@ def main() -> None:
             console.print(f"fast recipe, seeds {fast_seeds} ...")
             part_targets, results["fast"] = fast_recipe(spec, fast_seeds, workdir)
             targets += part_targets
-    meta["load_average_at_end"] = load_average()
     print_summary("lenet_fashion_mnist", targets, results, meta)
 
 

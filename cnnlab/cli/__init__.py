@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from typer.core import TyperGroup
 
 from cnnlab.errors import CnnlabError
 
 console = Console()
 error_console = Console(stderr=True)
+
+
+def print_table(table: Table) -> None:
+    """Print `table` at the terminal's width, or at its natural width into a pipe or file.
+
+    Rich assumes 80 columns when the output is not a terminal and would cut paths and numbers.
+    """
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    Console(file=console.file, width=natural).print(table)
 
 
 class _CnnlabGroup(TyperGroup):
@@ -43,4 +56,4 @@ app = typer.Typer(
 # Command modules register themselves on `app` when imported.
 from cnnlab.cli import data_cmd, eval_cmd, models_cmd, train_cmd  # noqa: E402,F401
 
-__all__ = ["app", "console", "error_console"]
+__all__ = ["app", "console", "error_console", "print_table"]

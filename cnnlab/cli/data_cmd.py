@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cnnlab.cli import app, console
+from cnnlab.cli import app, console, print_table
 from cnnlab.data.cache import SkippedFileWarning
 from cnnlab.data.datasets import load_dataset_details
 from cnnlab.data.stats import DatasetStats, dataset_stats, plot_stats
@@ -44,11 +44,11 @@ def stats_command(
     if as_json:
         typer.echo(json.dumps({**stats.to_dict(), "plots": [str(p) for p in plots]}, indent=2))
         return
-    console.print(_overview_table(stats))
-    console.print(_size_table(stats))
-    console.print(_class_table(stats))
+    print_table(_overview_table(stats))
+    print_table(_size_table(stats))
+    print_table(_class_table(stats))
     if stats.skipped_files:
-        console.print(_skipped_table(stats))
+        print_table(_skipped_table(stats))
     for path in plots:
         console.print(f"wrote {path}")
 

@@ -10,7 +10,7 @@ import torch
 import typer
 from rich.table import Table
 
-from cnnlab.cli import app, console, error_console
+from cnnlab.cli import app, console, error_console, print_table
 from cnnlab.data.datasets import load_dataset
 from cnnlab.data.memory import BatchLoader
 from cnnlab.engine.checkpoint import atomic_write, model_from_checkpoint, resolve_checkpoint_path
@@ -89,9 +89,9 @@ def eval_command(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    console.print(_summary_table(result, state["model_name"], data, checkpoint_file))
-    console.print(_per_class_table(result))
-    console.print(_confusion_table(result))
+    print_table(_summary_table(result, state["model_name"], data, checkpoint_file))
+    print_table(_per_class_table(result))
+    print_table(_confusion_table(result))
     console.print(f"wrote {out_dir / 'confusion.png'} and {out_dir / 'eval.json'}")
 
 
@@ -124,7 +124,7 @@ def predict_command(
     if as_json:
         typer.echo(json.dumps([prediction.to_dict() for prediction in predictions], indent=2))
     elif classified:
-        console.print(_prediction_table(classified, min(topk, len(state["classes"]))))
+        print_table(_prediction_table(classified, min(topk, len(state["classes"]))))
     for prediction in predictions:
         if prediction.error is not None and not as_json:
             error_console.print(

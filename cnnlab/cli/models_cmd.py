@@ -6,10 +6,9 @@ import json
 import math
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from cnnlab.cli import app, console
+from cnnlab.cli import app, print_table
 from cnnlab.cli.options import parse_input_size, parse_options
 from cnnlab.errors import UnknownNameError
 from cnnlab.models import count_parameters, list_models, model_info
@@ -43,7 +42,7 @@ def models_command(
             info.description,
             info.paper,
         )
-    console.print(table)
+    print_table(table)
 
 
 @app.command("summary")
@@ -72,20 +71,8 @@ def summary_command(
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
     else:
-        _print_uncut(_layer_table(summary))
-        console.print(_totals_table(summary))
-
-
-def _print_uncut(table: Table) -> None:
-    """Print `table` at the terminal's width, or at its natural width into a pipe or file.
-
-    Rich assumes 80 columns when the output is not a terminal and would cut the numbers.
-    """
-    if console.is_terminal:
-        console.print(table)
-        return
-    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
-    Console(file=console.file, width=natural).print(table)
+        print_table(_layer_table(summary))
+        print_table(_totals_table(summary))
 
 
 def _layer_table(summary: ModelSummary) -> Table:

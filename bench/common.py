@@ -31,7 +31,7 @@ from cnnlab.engine.trainer import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT / ".." / "shared"
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)  # PASS lines stay one line each
 
 
 class Skipped(Exception):

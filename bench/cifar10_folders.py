@@ -23,6 +23,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from statistics import fmean
 
 import torch
 from common import (
@@ -32,7 +33,6 @@ from common import (
     child_env,
     cnnlab_command,
     console,
-    mean,
     print_summary,
     print_table,
     provenance,
@@ -115,7 +115,7 @@ def compare(reference: TimedRun, first: TimedRun, cached: TimedRun, device: str)
     cached_load = cached.load_seconds()
     # cnnlab's epoch seconds include its test-set evaluation; the reference's do not.
     cnnlab_first = load + epochs[0]["seconds"]
-    cnnlab_later = mean([row["seconds"] for row in epochs[1:] or epochs])
+    cnnlab_later = fmean([row["seconds"] for row in epochs[1:] or epochs])
     speedup = ref["later_epoch_s"] / cnnlab_later
     accuracy_diff = 100 * (epochs[-1]["test_acc"] - ref["test_acc"])
     print_table(
@@ -132,9 +132,9 @@ def compare(reference: TimedRun, first: TimedRun, cached: TimedRun, device: str)
         "Both sides",
         ["", "reference", "cnnlab", "reference / cnnlab"],
         [
-            ["load_dataset (decode into the cache) s", "-", load, "-"],
+            ["load_dataset, fresh cache s", "-", load, "-"],
             [
-                "first epoch s (cnnlab: with the load)",
+                "first epoch s (cnnlab: + load)",
                 ref_first,
                 cnnlab_first,
                 ref_first / cnnlab_first,
@@ -142,7 +142,7 @@ def compare(reference: TimedRun, first: TimedRun, cached: TimedRun, device: str)
             ["later epochs s (mean)", ref_later, cnnlab_later, speedup],
             ["process wall-clock s", ref_wall, wall, ref_wall / wall],
             ["final test acc", ref["test_acc"], epochs[-1]["test_acc"], "-"],
-            ["load_dataset from the warm cache s", "-", cached_load, "-"],
+            ["load_dataset, warm cache s", "-", cached_load, "-"],
         ],
     )
     targets = [

@@ -260,10 +260,6 @@ def print_summary(benchmark: str, targets: Sequence[Target], results: dict, meta
     print(json.dumps(summary), flush=True)
 
 
-def mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values)
-
-
 if __name__ == "__main__":
     if sys.argv[1:2] != ["train"] or len(sys.argv) != 3:
         sys.exit("usage: python bench/common.py train CONFIG.yaml (the benchmarks' child mode)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from statistics import fmean, stdev
 
 from common import (
     REPO_ROOT,
@@ -26,7 +27,6 @@ from common import (
     TimedRun,
     cnnlab_command,
     console,
-    mean,
     print_summary,
     print_table,
     provenance,
@@ -89,9 +89,9 @@ def compare_recipe(references: list[TimedRun], runs: list[TimedRun]) -> tuple[li
     """Throughput, final training loss and test accuracy of the same recipe, seed-averaged."""
     ref_rows = _mean_rows(references)
     rows = _mean_rows(runs)
-    ref_rate = mean([run.rows[-1]["examples_per_sec"] for run in references])
+    ref_rate = fmean([run.rows[-1]["examples_per_sec"] for run in references])
     # Every epoch sees as many images: a run's overall rate is the harmonic mean of its epochs'.
-    rate = mean([_overall_rate(run) for run in runs])
+    rate = fmean([_overall_rate(run) for run in runs])
     seeds = f" (means over {len(runs)} seeds)" if len(runs) > 1 else ""
     print_table(
         f"Textbook LeNet-5 on Fashion-MNIST, per epoch{seeds}",
@@ -104,7 +104,7 @@ def compare_recipe(references: list[TimedRun], runs: list[TimedRun]) -> tuple[li
     speedup = rate / ref_rate
     loss_ratio = rows[-1]["train_loss"] / ref_rows[-1]["train_loss"]
     final_diff = 100 * (rows[-1]["test_acc"] - ref_rows[-1]["test_acc"])
-    ref_last3, last3 = (mean([row["test_acc"] for row in side[-3:]]) for side in (ref_rows, rows))
+    ref_last3, last3 = (fmean([row["test_acc"] for row in side[-3:]]) for side in (ref_rows, rows))
     last3_diff = 100 * (last3 - ref_last3)
     print_table(
         f"Same recipe, both sides{seeds}",
@@ -144,7 +144,7 @@ def _mean_rows(runs: list[TimedRun]) -> list[dict]:
     histories = [[row for _, row in run.epochs()] for run in runs]
     return [
         {"epoch": rows[0]["epoch"]}
-        | {key: mean([row[key] for row in rows]) for key in ("train_loss", "test_acc")}
+        | {key: fmean([row[key] for row in rows]) for key in ("train_loss", "test_acc")}
         for rows in zip(*histories, strict=True)
     ]
 
@@ -153,7 +153,7 @@ def time_to_accuracy(
     reference: TimedRun, spec: str, seed: int, workdir: Path
 ) -> tuple[list[Target], dict]:
     """cnnlab's default `lenet5_modern` recipe until it matches the reference's final accuracy."""
-    (ref_seconds, ref_last), *_ = reversed(reference.epochs())
+    ref_seconds, ref_last = reference.epochs()[-1]
     goal = ref_last["test_acc"]
     config = TrainConfig(data=spec, epochs=10, seed=seed, device="cpu", out=str(workdir / "tta"))
     run = run_timed(
@@ -200,7 +200,7 @@ def fast_recipe(spec: str, seeds: list[int], workdir: Path) -> tuple[list[Target
                 "best_test_acc": max(row["test_acc"] for _, row in epochs),
                 "wall_seconds": run.wall_seconds,
                 "first_past_goal_seconds": passed_at,
-                "images_per_sec": mean([row["images_per_sec"] for _, row in epochs]),
+                "images_per_sec": _overall_rate(run),
             }
         )
     print_table(
@@ -210,9 +210,9 @@ def fast_recipe(spec: str, seeds: list[int], workdir: Path) -> tuple[list[Target
     )
     accuracies = [run["test_acc"] for run in runs]
     slowest = max(run["wall_seconds"] for run in runs)
+    spread = stdev(accuracies) if len(accuracies) > 1 else 0.0
     console.print(
-        f"fast recipe: test accuracy {mean(accuracies):.4f} ± {_std(accuracies):.4f} "
-        f"over {len(runs)} seeds"
+        f"fast recipe: test accuracy {fmean(accuracies):.4f} ± {spread:.4f} over {len(runs)} seeds"
     )
     targets = [
         Target.at_least(
@@ -226,11 +226,6 @@ def fast_recipe(spec: str, seeds: list[int], workdir: Path) -> tuple[list[Target
 def _compact(row: dict) -> dict:
     keys = ("epoch", "train_loss", "train_acc", "test_acc", "images_per_sec", "seconds")
     return {key: row[key] for key in keys}
-
-
-def _std(values: list[float]) -> float:
-    average = mean(values)
-    return (sum((v - average) ** 2 for v in values) / max(1, len(values) - 1)) ** 0.5
 
 
 def run_reference(data: Path, epochs: int, seed: int) -> TimedRun:

@@ -222,8 +222,9 @@ class Trainer:
             data.train,
             batch_size,
             shuffle=True,
-            # A last batch of a few images would give batch norm noisy statistics.
-            drop_last=shard_size >= batch_size,
+            # A last batch of a few images would give batch norm noisy statistics; without
+            # batch norm every image counts, as in the plain PyTorch recipes.
+            drop_last=shard_size >= batch_size and _has_batch_norm(self.model),
             augment=build_augment(config, self.model, data.image_shape) or None,
             seed=config.seed,
             **shared,
@@ -401,3 +402,7 @@ class Trainer:
         save_checkpoint(self.out_dir / "last.pt", state)
         if improved:
             save_checkpoint(self.out_dir / "best.pt", state)
+
+
+def _has_batch_norm(model: nn.Module) -> bool:
+    return any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())

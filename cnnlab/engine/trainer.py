@@ -24,19 +24,18 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from cnnlab.data.augment import BatchAugment, MultiScale, parse_augment
-from cnnlab.data.datasets import load_dataset
 from cnnlab.data.memory import BatchLoader, DataSplits
 from cnnlab.engine.checkpoint import save_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.distributed import DistributedContext
 from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.inputs import build_augment, load_splits
 from cnnlab.engine.optim import create_optimizer, create_scheduler, init_weights
 from cnnlab.engine.plots import plot_curves
 from cnnlab.engine.resume import load_resume_checkpoint, rng_state, seed_everything, set_rng_state
 from cnnlab.engine.runlog import TrainingDisplay, write_metrics
 from cnnlab.errors import OptionError
-from cnnlab.models import check_input_size, create_model_for_input, model_info
+from cnnlab.models import create_model_for_input
 from cnnlab.models.layers import AuxOutputs
 from cnnlab.models.registry import resolve_options
 
@@ -96,39 +95,6 @@ def train(
         )
     finally:
         context.close()
-
-
-def load_splits(config: TrainConfig, context: DistributedContext) -> DataSplits:
-    """`config.data` loaded; with several processes rank 0 goes first (downloads, caches)."""
-    if not context.is_main:
-        context.barrier()
-    splits = load_dataset(
-        config.data,
-        image_size=config.image_size,
-        channels=config.channels,
-        download=config.download,
-        val_fraction=config.val_fraction,
-        seed=config.seed,
-    )
-    if context.is_main:
-        context.barrier()
-    return splits
-
-
-def build_augment(config: TrainConfig, model: nn.Module, image_shape: tuple) -> BatchAugment:
-    """The training batches' transforms, multi-scale resizing last; checked against the model."""
-    augment = parse_augment(config.augment)
-    augment.check(image_shape)
-    if not config.multi_scale:
-        return augment
-    if model_info(config.model).takes_image_size:
-        raise OptionError(
-            f"model '{config.model}' has a classifier sized for one input (image_size) and "
-            "cannot train at several scales; drop --multi-scale or use a model with global pooling"
-        )
-    for side in config.multi_scale:
-        check_input_size(config.model, (image_shape[0], side, side), **model.model_options)
-    return BatchAugment([*augment.transforms, MultiScale(tuple(config.multi_scale))])
 
 
 class Trainer:

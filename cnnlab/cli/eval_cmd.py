@@ -12,13 +12,15 @@ from rich.table import Table
 
 from cnnlab.cli import app, console, error_console, print_table
 from cnnlab.data.datasets import load_dataset
-from cnnlab.data.memory import BatchLoader
-from cnnlab.engine.checkpoint import atomic_write, model_from_checkpoint, resolve_checkpoint_path
+from cnnlab.data.loader import BatchLoader
+from cnnlab.engine.checkpoint import model_from_checkpoint, resolve_checkpoint_path
 from cnnlab.engine.distributed import resolve_device
-from cnnlab.engine.evaluate import EvalResult, FilePrediction, evaluate, predict_files
+from cnnlab.engine.evaluate import EvalResult, evaluate
 from cnnlab.engine.metrics import most_confused
 from cnnlab.engine.plots import plot_confusion
+from cnnlab.engine.predict import FilePrediction, predict_files
 from cnnlab.errors import CheckpointError, DataError
+from cnnlab.fileio import atomic_write
 
 MAX_MATRIX_TABLE_CLASSES = 12  # larger confusion matrices print as their most confused pairs
 CHECKPOINT_HELP = "A checkpoint file, or a run folder (its best.pt, else last.pt)."

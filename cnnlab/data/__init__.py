@@ -11,8 +11,10 @@ from cnnlab.data.datasets import (
     load_dataset_details,
     stratified_split,
 )
-from cnnlab.data.memory import BatchLoader, DataSplits, TensorDataset
-from cnnlab.data.stats import DatasetStats, channel_mean_std, dataset_stats, plot_stats
+from cnnlab.data.loader import BatchLoader
+from cnnlab.data.memory import DataSplits, TensorDataset
+from cnnlab.data.normalization import channel_mean_std
+from cnnlab.data.stats import DatasetStats, dataset_stats, plot_stats
 
 __all__ = [
     "DATASET_NAMES",

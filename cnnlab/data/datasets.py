@@ -32,7 +32,7 @@ import torchvision.datasets
 from cnnlab.data.cache import SkippedFile, cached_tensors, decode_images
 from cnnlab.data.images import resize_uint8
 from cnnlab.data.memory import DataSplits, TensorDataset
-from cnnlab.data.stats import channel_mean_std
+from cnnlab.data.normalization import channel_mean_std
 from cnnlab.data.trees import ImageTree, scan_class_folders, scan_prefix_labels
 from cnnlab.errors import DataError, OptionError, UnknownNameError
 

@@ -1,12 +1,12 @@
-"""Datasets held in memory as one decoded uint8 tensor, and the batch iterator over them.
+"""Datasets held in memory as one decoded uint8 tensor: `TensorDataset` and `DataSplits`.
 
 Images are decoded once (from IDX files, archives or the on-disk cache of an image folder) into
-an `(N, C, H, W)` uint8 tensor; every epoch then only indexes, moves and augments whole batches.
+an `(N, C, H, W)` uint8 tensor; every epoch then only indexes, moves and augments whole batches
+(`cnnlab.data.loader.BatchLoader`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -59,105 +59,3 @@ class DataSplits:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.train.image_shape
-
-
-BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-
-class BatchLoader:
-    """Serves `(images, labels)` batches of a `TensorDataset`, normalized floats on `device`.
-
-    Shuffling and augmentation draw from a generator seeded by `(seed, epoch)`, so an epoch is
-    reproducible on its own (which is what makes resume exact). `shard=(rank, world_size)`
-    gives each data-parallel process its own slice of every epoch's permutation: with
-    `even_shards` (for training) all slices have the same length, so every process takes the
-    same number of steps, and the few images left over are skipped that epoch; without it (for
-    evaluation) the slices cover every image once and differ in length by at most one.
-    """
-
-    def __init__(
-        self,
-        dataset: TensorDataset,
-        batch_size: int,
-        *,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        device: torch.device | str = "cpu",
-        shuffle: bool = False,
-        drop_last: bool = False,
-        augment: BatchTransform | None = None,
-        seed: int = 0,
-        shard: tuple[int, int] = (0, 1),
-        even_shards: bool = True,
-        channels_last: bool = False,
-    ):
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.device = torch.device(device)
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.augment = augment
-        self.seed = seed
-        self.rank, self.world_size = shard
-        if not 0 <= self.rank < self.world_size:
-            raise ValueError(f"shard {shard} is not (rank, world_size) with 0 <= rank < world_size")
-        self.even_shards = even_shards
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.epoch = 0
-        channels = dataset.image_shape[0]
-        if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"mean/std have {len(mean)}/{len(std)} values for {channels} channels")
-        # Fold the 1/255 scaling into the normalization: x * scale + shift.
-        std_tensor = torch.tensor(std, dtype=torch.float32)
-        self.scale = (1.0 / (255.0 * std_tensor)).view(1, -1, 1, 1).to(self.device)
-        self.shift = (-torch.tensor(mean) / std_tensor).view(1, -1, 1, 1).to(self.device)
-        # Small enough datasets live on the accelerator once, so batches never cross the bus.
-        on_accelerator = self.device.type != "cpu"
-        self.images = dataset.images.to(self.device) if on_accelerator else dataset.images
-        self.labels = dataset.labels.to(self.device)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose permutation and augmentation the next iteration uses."""
-        self.epoch = epoch
-
-    def _shard_bounds(self) -> tuple[int, int]:
-        """Where this process's slice of an epoch's order starts and stops."""
-        count = len(self.dataset)
-        if self.even_shards:
-            per_rank = count // self.world_size
-            return self.rank * per_rank, (self.rank + 1) * per_rank
-        return count * self.rank // self.world_size, count * (self.rank + 1) // self.world_size
-
-    def _indices(self) -> torch.Tensor:
-        count = len(self.dataset)
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(count, generator=generator)
-        else:
-            order = torch.arange(count)
-        start, stop = self._shard_bounds()
-        return order[start:stop]
-
-    @property
-    def num_samples(self) -> int:
-        """Images this process sees per epoch (before `drop_last`)."""
-        start, stop = self._shard_bounds()
-        return stop - start
-
-    def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        # One copy of the epoch's order to the device: a blocking copy per step would make the
-        # host wait for the GPU every step.
-        order = self._indices().to(self.images.device, non_blocking=True)
-        generator = torch.Generator().manual_seed(self.seed * 100_019 + self.epoch + 1)
-        for step in range(len(self)):
-            index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            images = self.images[index].to(self.device, non_blocking=True)
-            images = images.float().mul_(self.scale).add_(self.shift)
-            if self.augment is not None:
-                images = self.augment(images, generator)
-            yield images.contiguous(memory_format=self.memory_format), self.labels[index]

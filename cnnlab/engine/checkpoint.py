@@ -6,27 +6,23 @@ weights_only=True)` can read it without unpickling arbitrary objects. Its keys:
 `optimizer_state`, `scheduler_state`, `scaler_state`, `epoch` (epochs completed), `rng_state`,
 `mean`, `std`, `classes`, `image_shape` ([C, H, W]), `config`, `history` and `best_metric`.
 
-Writes go to a temporary file in the destination folder that is flushed, fsynced and then
-renamed over the target (`os.replace` is atomic on POSIX and Windows), so a crash or a failed
-save never leaves a half-written file where a good one was.
+Saves go through `cnnlab.fileio.atomic_write`, so a crash or a failed save never leaves a
+half-written file where a good one was.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 import re
-import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from cnnlab.errors import CheckpointError, CnnlabError
+from cnnlab.fileio import atomic_write
 from cnnlab.models import create_model
 
 FORMAT_VERSION = 1
@@ -42,41 +38,6 @@ REQUIRED_KEYS = (
     "image_shape",
 )
 RUN_DIRECTORY_FILES = ("best.pt", "last.pt")
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside `path`; on success fsync it and rename it over `path`.
-
-    If the body raises, the temporary file is removed and `path` keeps its old contents.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    try:
-        with os.fdopen(descriptor, mode) as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp_name)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make a rename durable: fsync the folder entry (POSIX only; Windows has no such call)."""
-    if os.name != "posix":
-        return
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:

@@ -55,8 +55,12 @@ def create_optimizer(
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     nesterov: bool = False,
+    groups: list[dict] | None = None,
 ) -> Optimizer:
-    """Optimizer `name` over the trainable parameters of `model`.
+    """Optimizer `name` over the trainable parameters of `model` (or over `groups`).
+
+    `groups` are explicit parameter groups (each may set its own `lr` and `weight_decay`);
+    None splits the trainable parameters by `parameter_groups`.
 
     `sgd` is plain SGD; `momentum` is SGD with (optionally Nesterov) momentum; `adam`, `adamw`
     (decoupled weight decay) and `adagrad` use PyTorch's defaults for their other settings.
@@ -65,7 +69,8 @@ def create_optimizer(
         raise UnknownNameError("optimizer", name, OPTIMIZERS)
     if nesterov and name != "momentum":
         raise OptionError("nesterov needs optimizer 'momentum' (SGD with momentum)")
-    groups = parameter_groups(model, weight_decay)
+    if groups is None:
+        groups = parameter_groups(model, weight_decay)
     if not groups:
         raise OptionError("the model has no trainable parameters")
     if name == "sgd":

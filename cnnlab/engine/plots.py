@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from cnnlab.engine.checkpoint import atomic_write
 from cnnlab.errors import DataError
+from cnnlab.fileio import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

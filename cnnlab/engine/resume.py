@@ -1,18 +1,11 @@
-"""Reproducibility and resuming: seeding, the global random state, and the resume checks.
+"""Resuming a run: the checks that a config can continue the run saved in a folder.
 
-A run is reproducible because every source of randomness is either seeded from the config
-(model initialization, here) or derived from `(seed, epoch)` (shuffling and augmentation, in
-the `BatchLoader`). What remains, the global generators that dropout draws from, is saved in
-every checkpoint as plain values and tensors and restored on resume, so a resumed run continues
-exactly where the interrupted one stopped.
+The random state a resumed run needs comes from `cnnlab.engine.seeding`.
 """
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
-
-import torch
 
 from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.config import TrainConfig
@@ -22,37 +15,15 @@ from cnnlab.errors import CheckpointError, OptionError
 RESUME_MUST_MATCH = ("model", "model_options", "data", "image_size", "channels", "val_fraction")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's and torch's generators (every CUDA device included)."""
-    random.seed(seed)
-    torch.manual_seed(seed)
+def load_resume_checkpoint(run_dir: Path, config: TrainConfig) -> dict:
+    """`run_dir/last.pt` loaded on the CPU, checked to be a run that `config` can continue.
 
-
-def rng_state() -> dict:
-    """The global random state as plain values and tensors (safe for `weights_only` loads)."""
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "python": random.getstate(),
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    """Restore what `rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    random.setstate(state["python"])
-
-
-def load_resume_checkpoint(
-    run_dir: Path, config: TrainConfig, device: torch.device | str = "cpu"
-) -> dict:
-    """`run_dir/last.pt`, checked to be a run that `config` can continue.
+    Loading on the CPU keeps the saved random state a CPU tensor, as `set_rng_state` needs;
+    `load_state_dict` moves the weights and optimizer state to the model's device.
 
     The model, its options and the data must be the same; `epochs` may grow (to train on).
     """
-    checkpoint = load_checkpoint(run_dir / "last.pt", map_location=device)
+    checkpoint = load_checkpoint(run_dir / "last.pt", map_location="cpu")
     previous = checkpoint["config"]
     for key in RESUME_MUST_MATCH:
         if previous.get(key) != getattr(config, key):

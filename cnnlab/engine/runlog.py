@@ -24,7 +24,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cnnlab.engine.checkpoint import atomic_write
+from cnnlab.fileio import atomic_write
 
 METRIC_COLUMNS = (
     "epoch",

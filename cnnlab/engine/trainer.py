@@ -17,23 +17,26 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from cnnlab.data.memory import BatchLoader, DataSplits
+from cnnlab.data.loader import BatchLoader
+from cnnlab.data.memory import DataSplits
 from cnnlab.engine.checkpoint import save_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.distributed import DistributedContext
 from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.hooks import EpochEndCallback, TrainHook
 from cnnlab.engine.inputs import build_augment, load_splits
 from cnnlab.engine.optim import create_optimizer, create_scheduler, init_weights
 from cnnlab.engine.plots import plot_curves
-from cnnlab.engine.resume import load_resume_checkpoint, rng_state, seed_everything, set_rng_state
+from cnnlab.engine.resume import load_resume_checkpoint
 from cnnlab.engine.runlog import TrainingDisplay, write_metrics
+from cnnlab.engine.seeding import rng_state, seed_everything, set_rng_state
 from cnnlab.errors import OptionError
 from cnnlab.models import create_model_for_input
 from cnnlab.models.layers import AuxOutputs
@@ -78,6 +81,7 @@ def train(
     resume: str | Path | None = None,
     progress: bool = True,
     data: DataSplits | None = None,
+    hooks: Sequence[TrainHook] = (),
     on_epoch_end: EpochCallback | None = None,
 ) -> TrainResult:
     """Train `config.model` on `config.data` for `config.epochs` epochs.
@@ -85,14 +89,16 @@ def train(
     `resume` is a run folder: training continues from its `last.pt` (model, optimizer,
     scheduler, scaler, random state, history) and writes into that folder; with the same config
     the result is identical to an uninterrupted run. `data` trains on already-loaded splits
-    instead of loading `config.data`. `on_epoch_end` receives each epoch's metrics row after
-    its checkpoint is written. A non-finite loss ends the run with status `diverged`.
+    instead of loading `config.data`. `hooks` plug into the loop (see `cnnlab.engine.hooks`);
+    `on_epoch_end` is a shorthand for a hook that receives each epoch's metrics row after its
+    checkpoint is written. A non-finite loss ends the run with status `diverged`.
     """
     context = DistributedContext.from_environment(config.device)
+    if on_epoch_end is not None:
+        hooks = [*hooks, EpochEndCallback(on_epoch_end)]
     try:
-        return Trainer(config, context, resume=resume, progress=progress, data=data).fit(
-            on_epoch_end
-        )
+        trainer = Trainer(config, context, resume=resume, progress=progress, data=data, hooks=hooks)
+        return trainer.fit()
     finally:
         context.close()
 
@@ -108,14 +114,16 @@ class Trainer:
         resume: str | Path | None = None,
         progress: bool = True,
         data: DataSplits | None = None,
+        hooks: Sequence[TrainHook] = (),
     ) -> None:
+        self.hooks = list(hooks)
         self.out_dir = Path(resume) if resume is not None else config.run_dir
         self.config = config = config.replace(out=str(self.out_dir))
         self.context = context
         self.device = device = context.device
         checkpoint = None
         if resume is not None:
-            checkpoint = load_resume_checkpoint(self.out_dir, config, device)
+            checkpoint = load_resume_checkpoint(self.out_dir, config)
         resolve_options(config.model, **config.model_options)  # fail before loading any data
         seed_everything(config.seed)
         if device.type == "cuda":
@@ -123,6 +131,8 @@ class Trainer:
         self.data = data if data is not None else load_splits(config, context)
         self.mean, self.std = config.normalization(self.data)
         self.model = self._build_model()
+        for hook in self.hooks:
+            hook.on_model_built(self)
         self.parallel_model = context.wrap(self.model)
         self.train_loader, self.test_loader = self._build_loaders()
         self.optimizer = create_optimizer(
@@ -132,6 +142,7 @@ class Trainer:
             momentum=config.momentum,
             weight_decay=config.weight_decay,
             nesterov=config.nesterov,
+            groups=self._param_groups(),
         )
         self.scheduler = create_scheduler(
             self.optimizer,
@@ -165,6 +176,14 @@ class Trainer:
         init_weights(model, config.init)
         memory_format = torch.channels_last if config.channels_last else torch.preserve_format
         return model.to(self.device, memory_format=memory_format)
+
+    def _param_groups(self) -> list[dict] | None:
+        """The first parameter groups a hook asks for, or None for the default grouping."""
+        for hook in self.hooks:
+            groups = hook.param_groups(self)
+            if groups is not None:
+                return groups
+        return None
 
     def _build_loaders(self) -> tuple[BatchLoader, BatchLoader]:
         config, data, context = self.config, self.data, self.context
@@ -235,6 +254,8 @@ class Trainer:
         Stops at the first check that sees a non-finite loss, returning `diverged: True`.
         """
         self.parallel_model.train()
+        for hook in self.hooks:
+            hook.on_train_epoch_start(self, epoch)
         loader = self.train_loader
         loader.set_epoch(epoch)
         steps = len(loader)
@@ -245,7 +266,11 @@ class Trainer:
         self.display.start_epoch(epoch + 1, steps)
         started = time.perf_counter()
         for step, (images, labels) in enumerate(loader, start=1):
+            for hook in self.hooks:
+                hook.before_step(self, images, labels)
             loss, logits = self.train_step(images, labels)
+            for hook in self.hooks:
+                hook.after_step(self, loss, logits)
             nonfinite |= ~torch.isfinite(loss)
             correct = (logits.argmax(dim=-1) == labels).sum()
             sums += torch.stack((loss * len(labels), correct.to(loss.dtype)))
@@ -301,7 +326,7 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- the loop
 
-    def fit(self, on_epoch_end: EpochCallback | None = None) -> TrainResult:
+    def fit(self) -> TrainResult:
         """Run the remaining epochs; write logs and checkpoints (rank 0) as they finish."""
         config, writes = self.config, self.context.is_main
         if writes:
@@ -320,9 +345,8 @@ class Trainer:
                 if writes:
                     self._save(row, improved)
                 self.display.end_epoch(row)
-                if on_epoch_end is not None:
-                    on_epoch_end(row)
-                if status == "diverged":
+                stop = [hook.after_epoch(self, row) for hook in self.hooks]
+                if status == "diverged" or any(stop):
                     break
         if writes:
             title = f"{config.model} on {config.data}"
@@ -365,6 +389,8 @@ class Trainer:
         if row["status"] == "diverged":
             return
         state = self.checkpoint_state(row["epoch"])
+        for hook in self.hooks:
+            hook.on_checkpoint(self, state)
         save_checkpoint(self.out_dir / "last.pt", state)
         if improved:
             save_checkpoint(self.out_dir / "best.pt", state)

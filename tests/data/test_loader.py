@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cnnlab.data.augment import HorizontalFlip
-from cnnlab.data.memory import BatchLoader, TensorDataset
+from cnnlab.data.loader import BatchLoader
+from cnnlab.data.memory import TensorDataset
 
 
 def _dataset(count: int = 50, channels: int = 3) -> TensorDataset:

@@ -11,8 +11,10 @@ from PIL import Image
 from torch import nn
 
 from cnnlab.data.images import read_image
-from cnnlab.data.memory import BatchLoader, TensorDataset
-from cnnlab.engine.evaluate import evaluate, predict_files
+from cnnlab.data.loader import BatchLoader
+from cnnlab.data.memory import TensorDataset
+from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.predict import predict_files
 from cnnlab.errors import DataError, OptionError
 from cnnlab.models import create_model, register_model
 

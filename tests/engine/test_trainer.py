@@ -12,7 +12,7 @@ from synthetic import synthetic_splits, write_image_folder
 from typer.testing import CliRunner
 
 from cnnlab.cli import app
-from cnnlab.data.memory import BatchLoader
+from cnnlab.data.loader import BatchLoader
 from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.distributed import DistributedContext, resolve_device

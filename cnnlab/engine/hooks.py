@@ -1,0 +1,69 @@
+"""Extension points of the training loop: `TrainHook`, in the manner of Lightning's callbacks.
+
+Studies, transfer learning (freezing, per-group learning rates), time budgets and the like plug
+into `train(config, hooks=[...])` through these methods instead of editing the loop. Each one
+receives the `Trainer` (its `model`, `optimizer`, `config`, `data`, `history`, `device`). Every
+method is a no-op here; a hook overrides the ones it needs. Hooks run in the order given.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from cnnlab.engine.trainer import Trainer
+
+
+class TrainHook:
+    """Base class of the trainer's hooks; override what you need."""
+
+    def on_model_built(self, trainer: Trainer) -> None:
+        """The model is built, initialized and on its device; the optimizer is not yet made.
+
+        Freeze parameters (`requires_grad_(False)`) or swap layers here.
+        """
+
+    def param_groups(self, trainer: Trainer) -> list[dict] | None:
+        """Optimizer parameter groups (`params`, optional `lr`, `weight_decay`), or None.
+
+        The first hook that returns groups decides them; None keeps the default grouping
+        (every trainable parameter, weight decay on weights only).
+        """
+        return None
+
+    def on_train_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+        """The model was just put in training mode for epoch `epoch` (0-based).
+
+        Put frozen batch-norm layers back into eval mode here.
+        """
+
+    def before_step(self, trainer: Trainer, images: Tensor, labels: Tensor) -> None:
+        """A training batch is about to go through the model."""
+
+    def after_step(self, trainer: Trainer, loss: Tensor, logits: Tensor) -> None:
+        """A step is done; `loss` and `logits` are detached device tensors.
+
+        Reading them (`.item()`) would make every step wait for the device: keep it rare.
+        """
+
+    def after_epoch(self, trainer: Trainer, row: dict) -> bool | None:
+        """Epoch `row["epoch"]` is trained, evaluated, logged and checkpointed.
+
+        Return True to end the run after this epoch (a time budget, early stopping).
+        """
+        return None
+
+    def on_checkpoint(self, trainer: Trainer, state: dict) -> None:
+        """`state` is about to be saved as a checkpoint: add keys to it here."""
+
+
+class EpochEndCallback(TrainHook):
+    """A plain function called with each epoch's metrics row (`train(on_epoch_end=...)`)."""
+
+    def __init__(self, function) -> None:
+        self.function = function
+
+    def after_epoch(self, trainer: Trainer, row: dict) -> None:
+        self.function(row)

@@ -173,7 +173,7 @@ class Trainer:
         model = create_model_for_input(
             config.model, self.data.image_shape, len(self.data.classes), **config.model_options
         )
-        init_weights(model, config.init)
+        init_weights(model, config.init, seed=config.seed)
         memory_format = torch.channels_last if config.channels_last else torch.preserve_format
         return model.to(self.device, memory_format=memory_format)
 

@@ -180,9 +180,10 @@ def gradcam_plus_plus_maps(model: nn.Module, inputs: Tensor, targets: Tensor, la
     """Grad-CAM++ at the layer's resolution (closed-form alphas, as in the paper's eq. 19)."""
     activations, gradients = layer_activations_and_gradients(model, inputs, targets, layer)
     squared, cubed = gradients.pow(2), gradients.pow(3)
-    total = activations.sum(dim=(2, 3), keepdim=True)
-    alphas = squared / (2 * squared + total * cubed + 1e-7)
-    alphas = torch.where(gradients != 0, alphas, torch.zeros_like(alphas))
+    denominator = 2 * squared + activations.sum(dim=(2, 3), keepdim=True) * cubed
+    # No epsilon: gradients of 1e-3 square to 1e-6, where the usual 1e-6 would halve the alphas.
+    defined = denominator != 0
+    alphas = torch.where(defined, squared / torch.where(defined, denominator, 1), 0)
     weights = (alphas * F.relu(gradients)).sum(dim=(2, 3), keepdim=True)
     return F.relu((weights * activations).sum(dim=1))
 

@@ -38,7 +38,7 @@ from rich.progress import Progress
 from torchvision.io import ImageReadMode
 
 from cnnlab.data.images import read_image, resize_uint8
-from cnnlab.errors import DataError
+from cnnlab.errors import CnnlabWarning, DataError
 from cnnlab.fileio import writable_directory
 
 CACHE_FORMAT = 1
@@ -54,7 +54,7 @@ _PROGRESS_FROM = 2_000  # show a progress bar from this many files on
 _CACHE_FIX = "point $CNNLAB_CACHE at a writable folder"
 
 
-class SkippedFileWarning(UserWarning):
+class SkippedFileWarning(CnnlabWarning):
     """A file in an image tree that is not a readable image; it is left out of the dataset."""
 
 

@@ -141,6 +141,7 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.data = data if data is not None else load_splits(config, context)
+        self.data.check_trainable()
         self.mean, self.std = config.normalization(self.data)
         self.model = self._build_model()
         for hook in self.hooks:

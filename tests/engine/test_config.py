@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from cnnlab.cli import app
 from cnnlab.engine.config import TrainConfig
 from cnnlab.errors import OptionError, UnknownNameError
 from cnnlab.models.registry import resolve_options
@@ -66,6 +69,9 @@ def test_unknown_key_lists_the_valid_ones(tmp_path: Path) -> None:
         ({"label_smoothing": 1.0}, OptionError, r"label_smoothing must be in \[0, 1\)"),
         ({"model_options": ["relu"]}, OptionError, "model_options must be a mapping"),
         ({"multi_scale": [0]}, OptionError, "multi_scale sizes must be positive"),
+        ({"momentum": 2}, OptionError, "momentum must be below 1"),
+        ({"epochs": 3, "warmup_epochs": 5}, OptionError, r"warmup_epochs \(5\) must be fewer"),
+        ({"model_options": {"num_classes": 3}}, OptionError, "num_classes is set from the data"),
     ],
 )
 def test_bad_values_raise_one_clear_error(values: dict, error: type, message: str) -> None:
@@ -123,3 +129,12 @@ def test_textbook_lenet_recipe_matches_d2l() -> None:
     assert (config.model, config.data, config.optimizer) == ("lenet5", "fashion-mnist", "sgd")
     assert (config.lr, config.batch_size, config.epochs) == (0.9, 256, 10)
     assert config.model_options == {"activation": "sigmoid", "pooling": "avg"}
+
+
+def test_every_config_field_has_help_and_a_train_flag() -> None:
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    for item in dataclasses.fields(TrainConfig):
+        assert item.metadata["help"], item.name
+        flag = "--" + item.name.replace("_", "-")
+        assert (flag in result.output) == item.metadata["cli"], item.name

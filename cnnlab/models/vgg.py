@@ -12,9 +12,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnlab.models.alexnet import fully_connected_head
+from cnnlab.models.alexnet import WIDTH_OPTION, fully_connected_head
 from cnnlab.models.layers import ClassifierNet, scaled
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import (
+    dropout_option,
+    in_channels_option,
+    num_classes_option,
+    register_model,
+)
 
 POOL = "M"
 
@@ -125,10 +130,10 @@ _PAPER = "Simonyan & Zisserman 2014, arXiv:1409.1556"
 
 
 VGG_OPTIONS = {
-    "num_classes": 1000,
-    "in_channels": 3,
-    "dropout": 0.5,
-    "width": 1.0,  # multiplies every layer's channels and hidden units (0.25: 1/16 the MACs)
+    "num_classes": num_classes_option(),
+    "in_channels": in_channels_option(),
+    "dropout": dropout_option(0.5),
+    "width": WIDTH_OPTION,
 }
 vgg_variant = register_model(input_size=(3, 224, 224), paper=_PAPER, options=VGG_OPTIONS)
 

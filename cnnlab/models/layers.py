@@ -48,6 +48,16 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def scaled(channels: int, width: float, multiple: int = 1) -> int:
+    """`channels` times the channel multiplier `width`, rounded to a positive `multiple`.
+
+    Exact at `width=1.0`, so the default networks keep the papers' (and torchvision's) sizes.
+    """
+    if not 0 < width <= 16:
+        raise OptionError(f"width is a channel multiplier in (0, 16], got {width}")
+    return max(multiple, round(channels * width / multiple) * multiple)
+
+
 def make_pool(kind: str, kernel_size: int, stride: int | None = None, **options) -> nn.Module:
     """A 2-D pooling layer: `kind` is `max` or `avg`."""
     if kind not in POOLINGS:

@@ -6,6 +6,9 @@ seed. The rule, fixed before the runs: the highest mean validation accuracy wins
 within 0.1 points of it with fewer epochs wins instead (the recipe is meant to be fast).
 `bench/lenet_fashion_mnist.py` then reports the chosen recipe's test accuracy on other seeds.
 
+The children run on one thread: only their accuracy counts here, and on shared cores one thread
+is the least disturbed by the neighbours (docs/benchmarks.md, "Measuring on shared cores").
+
 Usage: python bench/choose_fast_recipe.py [--seeds 0,1]
 The last line printed is a JSON summary (candidates, validation accuracies, the choice).
 """
@@ -20,6 +23,7 @@ from statistics import fmean
 
 from common import (
     REPO_ROOT,
+    child_env,
     cnnlab_command,
     console,
     print_table,
@@ -39,7 +43,6 @@ TIE_POINTS = 0.1
 # peak lr 0.1, weight decay 5e-4), each a hypothesis about a network this small.
 CANDIDATES: dict[str, dict] = {
     "no augmentation, 12 epochs": {"augment": [], "epochs": 12},
-    "flip, 8 epochs": {"augment": ["flip"], "epochs": 8},
     "flip, 12 epochs": {"augment": ["flip"], "epochs": 12},
     "flip, 20 epochs": {"augment": ["flip"], "epochs": 20},
     "flip + label smoothing 0.1, 12 epochs": {
@@ -83,7 +86,8 @@ def main() -> None:
                 console.print(f"{name}, seed {seed} ...")
                 run_name = f"candidate{index}-{seed}"
                 config = base.replace(seed=seed, out=str(workdir / run_name), **changes)
-                run = run_timed(cnnlab_command(config, workdir, run_name, holdout=HOLDOUT))
+                command = cnnlab_command(config, workdir, run_name, holdout=HOLDOUT)
+                run = run_timed(command, env=child_env(OMP_NUM_THREADS="1"))
                 accuracies.setdefault(name, []).append(run.epochs()[-1][1]["test_acc"])
     scores = {name: fmean(values) for name, values in accuracies.items()}
     print_table(

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import OptionError
+from cnnlab.models.registry import input_size_error
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -72,6 +73,19 @@ class ClassifierNet(nn.Module):
     """
 
     classifier_name: str = "fc"
+
+    def __call__(self, *args, **kwargs):
+        """`nn.Module`'s call; an input the network cannot take raises the registry's one line.
+
+        Costs nothing on success: the size is only examined once a forward pass has failed.
+        """
+        try:
+            return super().__call__(*args, **kwargs)
+        except (RuntimeError, ValueError, IndexError) as failure:
+            error = input_size_error(self, args[0] if args else None)
+            if error is None:
+                raise
+            raise error from failure
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

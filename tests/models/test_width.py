@@ -95,7 +95,8 @@ def test_cheap_stem_keeps_the_state_dict_keys_and_is_a_3x3_stride_2() -> None:
         ("resnet18", {"stem": "cheap", "small_input": True}, "conflict"),
         ("resnet18", {"stem": "tiny"}, "stem must be one of paper, cheap"),
         ("resnet18", {"width": 0}, "width is a channel multiplier"),
-        ("vgg16", {"width": -1.0}, "width is a channel multiplier"),
+        ("vgg16", {"width": 0.0}, "width is a channel multiplier"),
+        ("vgg16", {"width": -1.0}, "width is a number >= 0"),
         ("alexnet", {"width": 100}, "width is a channel multiplier"),
     ],
 )

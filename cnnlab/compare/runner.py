@@ -119,7 +119,7 @@ def run_compare(
             run = config.replace(seed=seed, out=str(out / "runs" / f"{name}-seed{seed}"))
             on_message(f"training {name} (seed {seed}) ...")
             started = time.perf_counter()
-            result = train(run, data=data, progress=progress)
+            result = train(run, data=data, progress=progress, force=True)  # cut short before: start over
             seconds = time.perf_counter() - started
             final = result.final
             store.add(

@@ -111,8 +111,11 @@ class TrainConfig:
     label_smoothing: float = option(0.0, help="Label smoothing of the loss, in [0, 1).")
     seed: int = option(0, help="Seed of initialization, shuffling, augmentation and splits.")
     device: str = option("auto", help="auto, cpu, cuda or mps.")
-    amp: bool = option(False, help="Mixed precision: bf16 on CPU and MPS, fp16 on CUDA.")
+    amp: bool = option(
+        False, help="Mixed precision: bf16 autocast (fp16 with loss scaling on GPUs without bf16)."
+    )
     channels_last: bool = option(False, help="Channels-last memory format.")
+    compile: bool = option(False, help="torch.compile the model (the first steps compile it).")
     image_size: int | None = option(None, help="Resize the images once, at load time.")
     channels: int | None = option(None, help="Convert the images to 1 (grayscale) or 3 (RGB).")
     mean: list[float] | None = option(

@@ -151,6 +151,8 @@ class Trainer:
         for hook in self.hooks:
             hook.on_model_built(self)
         self.parallel_model = context.wrap(self.model)
+        if config.compile:
+            self.parallel_model = torch.compile(self.parallel_model)
         self.train_loader, self.test_loader = self._build_loaders()
         self.optimizer = create_optimizer(
             self.model,
@@ -162,11 +164,11 @@ class Trainer:
             groups=self._param_groups(),
         )
         self.scheduler = self._create_scheduler()
-        # fp16 autocast on CUDA needs loss scaling; bf16 (CPU, MPS) has float32's range.
-        self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler(
-            device.type, enabled=config.amp and device.type == "cuda"
-        )
+        # bf16 has float32's range and needs no loss scaling; fp16 (GPUs without bf16) does,
+        # and GradScaler's step reads its inf check back to the host every step.
+        fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        self.amp_dtype = torch.float16 if fp16 else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp and fp16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.history: list[dict] = []
         self.epochs_done = 0

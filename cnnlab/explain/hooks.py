@@ -104,6 +104,11 @@ def resolve_layer(model: nn.Module, layer: str, trace: LayerTrace) -> str:
             f"layer '{layer}' runs more than once per forward pass (a shared activation), so it "
             f"has no single output; choose a block instead, one of: {_listing(trace.feature_layers)}"
         )
+    if layer not in trace.feature_layers and layer in dict(model.named_modules()):
+        raise OptionError(
+            f"layer '{layer}' has no feature maps (it is not in the convolutional trunk); "
+            f"layers with feature maps: {_listing(trace.feature_layers)}"
+        )
     if layer not in trace.feature_layers:
         raise OptionError(
             f"unknown layer '{layer}'; layers with feature maps: {_listing(trace.feature_layers)}"

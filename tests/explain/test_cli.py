@@ -69,6 +69,14 @@ def _invoke(runner: CliRunner, *args: object):
     return runner.invoke(app, [str(arg) for arg in args])
 
 
+def _assert_refused(result, message: str, out: Path) -> None:
+    """Exit code 2, one red line holding `message`, and no output folder."""
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as image:
         return image.size
@@ -116,17 +124,24 @@ def test_cam_on_a_network_with_global_average_pooling(
 
 
 @pytest.mark.parametrize(
-    ("arguments", "message"),
+    ("command", "arguments", "message"),
     [
-        (["--layer", "features.c9"], "unknown layer 'features.c9'; layers with feature maps: "
-                                     "features.c1, features.c1_bn, features.c1_act, features.s2"),
-        (["-m", "cam"], "CAM needs a network that ends in global average pooling and one linear "
-                        "layer; LeNet5 does not"),
-        (["-m", "gradcam,lime"], "unknown method 'lime'; choose from: cam, gradcam"),
-        (["--target", "seven"], "unknown class 'seven'; give 'predicted', an index from 0 to 2"),
-        (["--target", "3"], "unknown class '3'"),
-        (["extra-missing.png"], "extra-missing.png: no such file"),
-        (["bad"], "bad.png: not a readable image"),
+        ("explain", ["--layer", "features.c9"],
+         "unknown layer 'features.c9'; layers with feature maps: "
+         "features.c1, features.c1_bn, features.c1_act, features.s2"),
+        ("explain", ["-m", "cam"], "CAM needs a network that ends in global average pooling and "
+                                   "one linear layer; LeNet5 does not"),
+        ("explain", ["-m", "gradcam,lime"], "unknown method 'lime'; choose from: cam, gradcam"),
+        ("explain", ["--target", "seven"],
+         "unknown class 'seven'; give 'predicted', an index from 0 to 2"),
+        ("explain", ["--target", "3"], "unknown class '3'"),
+        ("explain", ["extra-missing.png"], "extra-missing.png: no such file"),
+        ("explain", ["bad"], "bad.png: not a readable image"),
+        ("features", ["--layer", "features.s9"],
+         "unknown layer 'features.s9'; layers with feature maps: features.c1, "),
+        ("features", ["--layer", "classifier.c5"],
+         "layer 'classifier.c5' has no feature maps (it is not in the convolutional trunk)"),
+        ("features", [], "give --layer NAME (with an IMAGE) to draw feature maps, or --filters"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_writes_nothing(
@@ -134,16 +149,24 @@ def test_bad_input_is_one_line_and_writes_nothing(
     lenet: Path,
     pictures: dict[str, Path],
     tmp_path: Path,
+    command: str,
     arguments: list[str],
     message: str,
 ) -> None:
     out = tmp_path / "out"
     arguments = [str(pictures["bad"]) if argument == "bad" else argument for argument in arguments]
-    result = _invoke(runner, "explain", lenet, pictures["gray"], *arguments, "--out", out)
-    assert result.exit_code == 2
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert result.stderr.startswith("error: ") and message in result.stderr
-    assert not out.exists()
+    result = _invoke(runner, command, lenet, pictures["gray"], *arguments, "--out", out)
+    _assert_refused(result, message, out)
+
+
+def test_a_shared_activation_is_refused(
+    runner: CliRunner, resnet: Path, pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = _invoke(
+        runner, "features", resnet, pictures["color"], "--layer", "layer1.0.relu", "-o", out
+    )
+    _assert_refused(result, "'layer1.0.relu' runs more than once per forward pass", out)
 
 
 def test_checkpoint_of_an_unknown_model_is_one_line(
@@ -154,9 +177,8 @@ def test_checkpoint_of_an_unknown_model_is_one_line(
     state["model_name"] = "resnet21"
     torch.save(state, checkpoint)
     result = _invoke(runner, "explain", checkpoint, pictures["gray"], "--out", tmp_path / "out")
-    assert result.exit_code == 2
-    assert "cannot rebuild the checkpoint's model 'resnet21': unknown model" in result.stderr
-    assert not (tmp_path / "out").exists()
+    message = "cannot rebuild the checkpoint's model 'resnet21': unknown model"
+    _assert_refused(result, message, tmp_path / "out")
 
 
 def test_features_draws_a_layer_and_the_first_filters(
@@ -169,26 +191,3 @@ def test_features_draws_a_layer_and_the_first_filters(
     assert result.exit_code == 0, result.output
     assert {path.name for path in out.iterdir()} == {"color.layer1.png", "filters.png"}
     assert min(_png_size(out / "filters.png")) > 200
-
-
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        (["--layer", "layer9"], "unknown layer 'layer9'; layers with feature maps: conv1, bn1, "),
-        (["--layer", "layer1.0.relu"], "'layer1.0.relu' runs more than once per forward pass"),
-        ([], "give --layer NAME (with an IMAGE) to draw feature maps, or --filters"),
-    ],
-)
-def test_features_bad_input_is_one_line(
-    runner: CliRunner,
-    resnet: Path,
-    pictures: dict[str, Path],
-    tmp_path: Path,
-    arguments: list[str],
-    message: str,
-) -> None:
-    out = tmp_path / "features"
-    result = _invoke(runner, "features", resnet, pictures["color"], *arguments, "-o", out)
-    assert result.exit_code == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
-    assert not out.exists()

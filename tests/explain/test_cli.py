@@ -130,7 +130,7 @@ def test_cam_on_a_network_with_global_average_pooling(
          "unknown layer 'features.c9'; layers with feature maps: "
          "features.c1, features.c1_bn, features.c1_act, features.s2"),
         ("explain", ["-m", "cam"], "CAM needs a network that ends in global average pooling and "
-                                   "one linear layer; LeNet5 does not"),
+                                   "one linear layer; lenet5_modern does not"),
         ("explain", ["-m", "gradcam,lime"], "unknown method 'lime'; choose from: cam, gradcam"),
         ("explain", ["--target", "seven"],
          "unknown class 'seven'; give 'predicted', an index from 0 to 2"),

@@ -234,10 +234,10 @@ def _classifier_matrix(model: nn.Module) -> Tensor:
 
 def _check_cam_head(model: nn.Module, example: Tensor) -> str:
     """The last feature block's name, if the head is global average pooling and one linear map
-    of the pooled features (checked numerically on `example`); else a `CamUnsupportedError`."""
+    of the pooled features (checked numerically on `example`); else an `OptionError`."""
     name = getattr(model, "model_name", None) or type(model).__name__
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
-    reason = f"{name} has no classifier layer"
+    reason = "it has no classifier layer"
     if isinstance(classifier, nn.Linear | nn.Conv2d):
         with torch.no_grad():
             features = model.forward_features(example)

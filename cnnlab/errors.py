@@ -40,3 +40,7 @@ class DataError(CnnlabError):
 
 class CheckpointError(CnnlabError):
     """A checkpoint that is missing, corrupt or does not match what it is loaded into."""
+
+
+class StudyError(CnnlabError):
+    """A study folder or store that is missing, corrupt, locked or from another spec."""

@@ -83,6 +83,7 @@ def train(
     data: DataSplits | None = None,
     hooks: Sequence[TrainHook] = (),
     on_epoch_end: EpochCallback | None = None,
+    curves: bool = True,
 ) -> TrainResult:
     """Train `config.model` on `config.data` for `config.epochs` epochs.
 
@@ -91,13 +92,16 @@ def train(
     the result is identical to an uninterrupted run. `data` trains on already-loaded splits
     instead of loading `config.data`. `hooks` plug into the loop (see `cnnlab.engine.hooks`);
     `on_epoch_end` is a shorthand for a hook that receives each epoch's metrics row after its
-    checkpoint is written. A non-finite loss ends the run with status `diverged`.
+    checkpoint is written. `curves=False` skips `curves.png` (a study plots from its store).
+    A non-finite loss ends the run with status `diverged`.
     """
     context = DistributedContext.from_environment(config.device)
     if on_epoch_end is not None:
         hooks = [*hooks, EpochEndCallback(on_epoch_end)]
     try:
-        trainer = Trainer(config, context, resume=resume, progress=progress, data=data, hooks=hooks)
+        trainer = Trainer(
+            config, context, resume=resume, progress=progress, data=data, hooks=hooks, curves=curves
+        )
         return trainer.fit()
     finally:
         context.close()
@@ -115,8 +119,10 @@ class Trainer:
         progress: bool = True,
         data: DataSplits | None = None,
         hooks: Sequence[TrainHook] = (),
+        curves: bool = True,
     ) -> None:
         self.hooks = list(hooks)
+        self.curves = curves
         self.out_dir = Path(resume) if resume is not None else config.run_dir
         self.config = config = config.replace(out=str(self.out_dir))
         self.context = context
@@ -350,7 +356,9 @@ class Trainer:
                     break
         if writes:
             title = f"{config.model} on {config.data}"
-            curves = plot_curves(self.history, self.out_dir / "curves.png", title=title)
+            curves = None
+            if self.curves:
+                curves = plot_curves(self.history, self.out_dir / "curves.png", title=title)
             self.display.end_run(self.history, self.out_dir, curves)
         return TrainResult(status, self.history, self.out_dir, config, self.best_metric)
 

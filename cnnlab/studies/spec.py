@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.config import TrainConfig, read_yaml
 from cnnlab.errors import CnnlabError, OptionError
 from cnnlab.models.registry import count_parameters, model_info
 
@@ -198,16 +196,7 @@ class StudySpec:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> StudySpec:
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise OptionError(f"study spec {path} does not exist") from None
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark else ""
-            raise OptionError(f"study spec {path} is not valid YAML{where}") from None
-        return cls.from_dict(values)
+        return cls.from_dict(read_yaml(path, "study spec"))
 
 
 def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], bool]:

@@ -190,7 +190,9 @@ class StudyStore:
         with self.transaction() as db:
             _extend_lease(db, run_id, worker, lease_seconds)
 
-    def add_epoch(self, run_id: int, worker: str, row: dict[str, Any], lease_seconds: float) -> None:
+    def add_epoch(
+        self, run_id: int, worker: str, row: dict[str, Any], lease_seconds: float
+    ) -> None:
         """Record one epoch's metrics row and renew the lease, in one transaction."""
         with self.transaction() as db:
             _extend_lease(db, run_id, worker, lease_seconds)

@@ -8,6 +8,10 @@ import typer
 from rich.table import Table
 
 from cnnlab.cli import app, console, print_table
+from cnnlab.studies.best import run_best
+from cnnlab.studies.report import REPORT_FOLDER, best_table, factor_table, write_report
+from cnnlab.studies.report import Table as ReportTable
+from cnnlab.studies.results import load_results
 from cnnlab.studies.runner import run_study
 from cnnlab.studies.store import STATUSES, open_existing
 
@@ -39,6 +43,37 @@ def run_command(
 def status_command(folder: Path = typer.Argument(..., help="Study folder.")) -> None:
     """How many runs are done, running, pending, diverged and failed, and the time left."""
     _print_counts(folder)
+
+
+@study_app.command("report")
+def report_command(folder: Path = typer.Argument(..., help="Study folder.")) -> None:
+    """Tables, figures and the best values, as Markdown + PNGs and one offline HTML page."""
+    page = write_report(folder)
+    results = load_results(folder)
+    for factor, rows in results.factors.items():
+        _print_rich(factor_table(factor, rows))
+    _print_rich(best_table(results))
+    console.print(f"wrote {page.parent / 'report.md'} and {page}")
+
+
+@study_app.command("best")
+def best_command(
+    folder: Path = typer.Argument(..., help="Study folder."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Parallel worker processes."),
+) -> None:
+    """Train the combination of each factor's best value with the study's seeds, vs the base."""
+    table = run_best(folder, workers=workers, log=console.print)
+    _print_rich(table)
+    console.print(f"report updated: {folder / REPORT_FOLDER / 'report.html'}")
+
+
+def _print_rich(table: ReportTable) -> None:
+    shown = Table(title=table.title, title_justify="left")
+    for index, column in enumerate(table.columns):
+        shown.add_column(column, justify="left" if index == 0 else "right")
+    for row in table.rows:
+        shown.add_row(*row)
+    print_table(shown)
 
 
 def _print_counts(folder: Path) -> None:

@@ -85,33 +85,55 @@ def run_study(
     store = StudyStore(folder)
     try:
         _record_spec(store, spec, extend, write=False)  # another spec: refused before any work
-        _check_against_data(folder, spec, configs, data)
+        check_against_data(folder, spec, configs, data)
         _record_spec(store, spec, extend, write=True)
-        store.enqueue(
-            [
-                {
-                    "point": run.point.name,
-                    "seed": run.seed,
-                    "folder": run.folder,
-                    "changes": dict(run.point.changes),
-                    "config": config.to_dict(),
-                }
-                for run, config in configs.items()
-            ]
+        counts = run_configs(
+            store,
+            configs,
+            workers=workers,
+            threads=threads,
+            lease_seconds=lease_seconds,
+            batched_seeds=batched_seeds,
+            log=log,
         )
-        threads = threads or max(1, _cores() // workers)
-        arguments = (str(folder), threads, lease_seconds, batched_seeds, log is not None)
-        if workers == 1:
-            work(*arguments, index=0, log=log)
-        else:
-            _spawn_workers(workers, arguments)
-        counts = store.counts()
     finally:
         store.close()
     return StudyOutcome(folder, counts, time.perf_counter() - started)
 
 
-def _check_against_data(
+def run_configs(
+    store: StudyStore,
+    configs: dict[Run, TrainConfig],
+    *,
+    workers: int,
+    threads: int | None,
+    lease_seconds: float,
+    batched_seeds: bool,
+    log: Log | None,
+) -> dict[str, int]:
+    """Enqueue `configs` (those already present are kept) and work until none is pending."""
+    store.enqueue(
+        [
+            {
+                "point": run.point.name,
+                "seed": run.seed,
+                "folder": run.folder,
+                "changes": dict(run.point.changes),
+                "config": config.to_dict(),
+            }
+            for run, config in configs.items()
+        ]
+    )
+    threads = threads or max(1, _cores() // workers)
+    arguments = (str(store.path.parent), threads, lease_seconds, batched_seeds, log is not None)
+    if workers == 1:
+        work(*arguments, index=0, log=log)
+    else:
+        _spawn_workers(workers, arguments)
+    return store.counts()
+
+
+def check_against_data(
     folder: Path, spec: StudySpec, configs: dict[Run, TrainConfig], data: DataSplits | None
 ) -> None:
     """Decode each dataset once; every point's model must take its images (meta device)."""

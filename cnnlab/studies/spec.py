@@ -110,18 +110,18 @@ class StudySpec:
         if self.mode == "grid":
             names = list(self.factors)
             combos = itertools.product(*(self.factors[name] for name in names))
-            candidates = [self._point(dict(zip(names, combo, strict=True))) for combo in combos]
+            candidates = [self.point(dict(zip(names, combo, strict=True))) for combo in combos]
         else:
-            candidates = [self._point({})]
+            candidates = [self.point({})]
             for name, values in self.factors.items():
-                candidates += [self._point({name: value}) for value in values]
+                candidates += [self.point({name: value}) for value in values]
         return list(dict.fromkeys(candidates))
 
     def runs(self) -> list[Run]:
         """Every (point, seed) pair, point by point."""
         return [Run(point, seed) for point in self.points() for seed in self.seeds]
 
-    def _point(self, changes: dict[str, Any]) -> Point:
+    def point(self, changes: dict[str, Any]) -> Point:
         """The point for `changes`, leaving out values equal to the base's."""
         base = self.base_values()
         kept = tuple((k, v) for k, v in changes.items() if _canonical(v) != _canonical(base[k]))
@@ -134,9 +134,7 @@ class StudySpec:
 
     def base_values(self) -> dict[str, Any]:
         """Each factor's value in the base config (model options resolved to their defaults)."""
-        options = model_info(self.base.model).defaults | self.base.model_options
-        fields = self.base.to_dict()
-        return {name: fields[name] if name in fields else options[name] for name in self.factors}
+        return base_values(self.to_dict())
 
     def config_for(self, point: Point, seed: int, out: Path | None = None) -> TrainConfig:
         """The run's `TrainConfig`; a bad value raises one line naming its factor."""
@@ -225,6 +223,13 @@ def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str
         changes.append(f"seeds {old['seeds']} -> {new['seeds']}")
         additive = additive and set(old["seeds"]) <= set(new["seeds"])
     return changes, additive
+
+
+def base_values(spec: dict[str, Any]) -> dict[str, Any]:
+    """Each factor's value in a spec's base (`StudySpec.to_dict()`), model options resolved."""
+    base = spec["base"]
+    options = model_info(base["model"]).defaults | base["model_options"]
+    return {name: base[name] if name in base else options[name] for name in spec["factors"]}
 
 
 def factor_names(base: TrainConfig) -> list[str]:

@@ -26,6 +26,7 @@ STORE_NAME = "study.db"
 STATUSES = ("pending", "running", "done", "diverged", "failed")
 FINISHED = ("done", "diverged", "failed")
 BUSY_TIMEOUT_S = 30.0
+BEST_POINT_KEY = "best_point"  # meta: the combination `cnnlab study best` trained
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

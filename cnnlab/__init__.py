@@ -5,6 +5,7 @@ from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.trainer import train
 from cnnlab.errors import CnnlabError
+from cnnlab.explain import explain
 from cnnlab.models import create_model, list_models, model_info
 from cnnlab.studies import run_study
 
@@ -16,6 +17,7 @@ __all__ = [
     "__version__",
     "create_model",
     "evaluate",
+    "explain",
     "list_models",
     "load_checkpoint",
     "model_from_checkpoint",

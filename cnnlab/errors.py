@@ -1,6 +1,7 @@
 """Errors a user can cause. The CLI prints each as one red line and exits with code 2.
 
-Anything else that escapes is a bug and keeps its traceback.
+Anything else that escapes is a bug and keeps its traceback. `CnnlabWarning`s tell the user
+something that does not stop the command; the CLI prints each as one yellow line.
 """
 
 from __future__ import annotations
@@ -44,3 +45,7 @@ class CheckpointError(CnnlabError):
 
 class StudyError(CnnlabError):
     """A study folder or store that is missing, corrupt, locked or from another spec."""
+
+
+class CnnlabWarning(UserWarning):
+    """Data or options that work, but not as the user may expect (a skipped file, a split)."""

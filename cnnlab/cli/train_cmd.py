@@ -3,15 +3,19 @@
 Values come from, in rising precedence: `TrainConfig`'s defaults, the `--config` file (or, with
 `--resume DIR` and no `--config`, the run's own `config.yaml`), then the options given on the
 command line. Exit codes: 0 when training completes, 2 for a usage error, 3 when the loss
-diverges, 130 when interrupted (the last finished epoch stays resumable).
+diverges, 130 when interrupted by Ctrl-C or SIGTERM (the last finished epoch stays resumable).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import os
+import signal
 import typing
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -20,7 +24,7 @@ from cnnlab.cli import app, error_console
 from cnnlab.cli.options import parse_options
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.trainer import train
-from cnnlab.errors import OptionError
+from cnnlab.errors import CnnlabWarning, OptionError
 
 DIVERGED_EXIT_CODE = 3
 INTERRUPTED_EXIT_CODE = 130
@@ -37,9 +41,19 @@ _COMMAND_OPTIONS = {
         Path | None,
         typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
     ),
+    "force": (
+        bool,
+        typer.Option(
+            False,
+            "--force",
+            help="Replace the run in --out: its checkpoints, metrics, plots and eval files go.",
+        ),
+    ),
     "quiet": (
         bool,
-        typer.Option(False, "--quiet", "-q", help="No progress bar or epoch lines."),
+        typer.Option(
+            False, "--quiet", "-q", help="No progress bar, epoch lines or skipped-file warnings."
+        ),
     ),
 }
 
@@ -47,12 +61,14 @@ _COMMAND_OPTIONS = {
 def train_command(ctx: typer.Context, **params: object) -> None:
     """Train a model; the run folder gets metrics, curves.png, last.pt and best.pt."""
     run_config = _resolve_config(ctx.params)
-    resume = ctx.params["resume"]
+    resume, quiet = ctx.params["resume"], ctx.params["quiet"]
     try:
-        result = train(run_config, resume=resume, progress=not ctx.params["quiet"])
+        with _sigterm_as_interrupt(), warnings.catch_warnings():
+            if quiet:
+                warnings.simplefilter("ignore", CnnlabWarning)
+            result = train(run_config, resume=resume, progress=not quiet, force=ctx.params["force"])
     except KeyboardInterrupt:
-        folder = resume or run_config.run_dir
-        error_console.print(f"interrupted; continue with: cnnlab train --resume {folder}")
+        error_console.print(_interrupted_message(Path(resume or run_config.run_dir)))
         raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
     if result.status == "diverged":
         if os.environ.get("RANK", "0") == "0":
@@ -62,6 +78,30 @@ def train_command(ctx: typer.Context, **params: object) -> None:
                 highlight=False,
             )
         raise typer.Exit(DIVERGED_EXIT_CODE)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler or `kill` stopping the run) handled as Ctrl-C is."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted_message(folder: Path) -> str:
+    """What survived an interrupted run, and the command that goes on from there."""
+    if (folder / "last.pt").is_file():
+        return f"interrupted; the last finished epoch is saved: cnnlab train --resume {folder}"
+    return (
+        f"interrupted before the first epoch ended: nothing was saved in {folder}; "
+        "start again with the same options and --force"
+    )
 
 
 def _config_parameter(item: dataclasses.Field) -> tuple[object, object]:

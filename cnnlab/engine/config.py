@@ -148,6 +148,17 @@ class TrainConfig:
         for name in ("momentum", "weight_decay", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise OptionError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.momentum >= 1:
+            raise OptionError(f"momentum must be below 1 (e.g. 0.9), got {self.momentum}")
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
+            raise OptionError(
+                f"warmup_epochs ({self.warmup_epochs:g}) must be fewer than epochs ({self.epochs})"
+            )
+        if "num_classes" in self.model_options:
+            raise OptionError(
+                "model option num_classes is set from the data (its number of classes); "
+                "drop it from the model options"
+            )
         if not 0 < self.val_fraction < 1:
             raise OptionError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0 <= self.label_smoothing < 1:

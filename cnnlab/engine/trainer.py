@@ -15,6 +15,7 @@ writes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +36,7 @@ from cnnlab.engine.inputs import build_augment, load_splits
 from cnnlab.engine.optim import create_optimizer, create_scheduler, init_weights
 from cnnlab.engine.plots import plot_curves
 from cnnlab.engine.resume import load_resume_checkpoint
+from cnnlab.engine.runfolder import claim_run_folder
 from cnnlab.engine.runlog import TrainingDisplay, write_metrics
 from cnnlab.engine.seeding import rng_state, seed_everything, set_rng_state
 from cnnlab.errors import OptionError
@@ -83,6 +85,7 @@ def train(
     data: DataSplits | None = None,
     hooks: Sequence[TrainHook] = (),
     on_epoch_end: EpochCallback | None = None,
+    force: bool = False,
     curves: bool = True,
 ) -> TrainResult:
     """Train `config.model` on `config.data` for `config.epochs` epochs.
@@ -92,17 +95,30 @@ def train(
     the result is identical to an uninterrupted run. `data` trains on already-loaded splits
     instead of loading `config.data`. `hooks` plug into the loop (see `cnnlab.engine.hooks`);
     `on_epoch_end` is a shorthand for a hook that receives each epoch's metrics row after its
-    checkpoint is written. `curves=False` skips `curves.png` (a study plots from its store).
-    A non-finite loss ends the run with status `diverged`.
+    checkpoint is written. A non-finite loss ends the run with status `diverged`.
+    `curves=False` skips `curves.png` (a study plots from its store).
+
+    A new run refuses a folder that already holds one unless `force` (which deletes the old
+    run's files first); the folder stays locked against other processes while the run trains
+    (see `cnnlab.engine.runfolder`).
     """
     context = DistributedContext.from_environment(config.device)
     if on_epoch_end is not None:
         hooks = [*hooks, EpochEndCallback(on_epoch_end)]
+    out_dir = Path(resume) if resume is not None else config.run_dir
+    claim = claim_run_folder(out_dir, resume=resume is not None, force=force)
     try:
-        trainer = Trainer(
-            config, context, resume=resume, progress=progress, data=data, hooks=hooks, curves=curves
-        )
-        return trainer.fit()
+        with claim if context.is_main else contextlib.nullcontext():
+            trainer = Trainer(
+                config,
+                context,
+                resume=resume,
+                progress=progress,
+                data=data,
+                hooks=hooks,
+                curves=curves,
+            )
+            return trainer.fit()
     finally:
         context.close()
 
@@ -135,6 +151,7 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.data = data if data is not None else load_splits(config, context)
+        self.data.check_trainable()
         self.mean, self.std = config.normalization(self.data)
         self.model = self._build_model()
         for hook in self.hooks:
@@ -215,7 +232,7 @@ class Trainer:
             shuffle=True,
             # A last batch of a few images would give batch norm noisy statistics; without
             # batch norm every image counts, as in the plain PyTorch recipes.
-            drop_last=shard_size >= batch_size and _has_batch_norm(self.model),
+            drop_tiny_last=_has_batch_norm(self.model),
             augment=build_augment(config, self.model, data.image_shape) or None,
             seed=config.seed,
             **shared,
@@ -387,9 +404,22 @@ class Trainer:
         processes = f" x {self.context.world_size} processes" if self.context.enabled else ""
         return (
             f"{self.config.model} ({parameters:,} parameters) on {self.config.data}: "
-            f"{len(self.data.train):,} train / {len(self.data.test):,} test images of {shape}, "
+            f"{len(self.data.train):,} train ({self._epoch_images()}) / "
+            f"{len(self.data.test):,} test images of {shape}, "
             f"{self.device}{processes} -> {self.out_dir}"
         )
+
+    def _epoch_images(self) -> str:
+        """How many training images an epoch uses, and why not all when it does not."""
+        loader, processes = self.train_loader, self.context.world_size
+        used = loader.images_per_epoch * processes
+        text = f"{used:,} per epoch"
+        if loader.drops_last:
+            left = (loader.num_samples - loader.images_per_epoch) * processes
+            text += f"; the last {left} of each shuffled epoch sit out, too few for batch norm"
+        if loader.num_samples * processes < len(self.data.train):
+            text += f"; {len(self.data.train) % processes} sit out per epoch to split evenly"
+        return text
 
     def _save(self, row: dict, improved: bool) -> None:
         """Metrics files for every epoch; `last.pt` (and `best.pt`) unless the epoch diverged."""

@@ -280,6 +280,7 @@ class _Worker:
                 progress=False,
                 hooks=[hook],
                 resume=resume,
+                force=resume is None,  # a folder left by a run killed before its first epoch
                 curves=False,
             )
             history = result.history

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnlab.engine.plots import _new_figure, _save, _style
+from cnnlab.engine.plots import _style, new_figure, save_figure
 from cnnlab.fileio import atomic_write_text
 from cnnlab.studies.results import METRICS, StudyResults, Summary, load_results, value_text
 from cnnlab.studies.spec import BASE_POINT
@@ -125,7 +125,7 @@ def _positions(factor: str, rows: list[Summary]) -> tuple[list[float], bool]:
 
 def plot_factor(factor: str, rows: list[Summary], path: Path) -> Path:
     """One panel per metric: mean ± std against the factor's value."""
-    figure = _new_figure(4.0 * len(METRICS), 3.2)
+    figure = new_figure(4.0 * len(METRICS), 3.2)
     x, numeric = _positions(factor, rows)
     for axes, (key, name) in zip(figure.subplots(1, len(METRICS)), METRICS.items(), strict=True):
         means = [row.metrics[key].mean for row in rows]
@@ -151,12 +151,12 @@ def plot_factor(factor: str, rows: list[Summary], path: Path) -> Path:
         axes.set_title(name)
         _style(axes)
     figure.suptitle(f"{factor}: mean ± sample std over seeds (* = base)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_curves(factor: str, rows: list[Summary], path: Path) -> Path:
     """Mean learning curves per value (training loss, test accuracy) with a ±1 std band."""
-    figure = _new_figure(9.0, 3.4)
+    figure = new_figure(9.0, 3.4)
     for axes, key in zip(figure.subplots(1, 2), ("train_loss", "test_acc"), strict=True):
         for row in rows:
             curve = row.curves[key]
@@ -182,7 +182,7 @@ def plot_curves(factor: str, rows: list[Summary], path: Path) -> Path:
     if handles:
         figure.legend(handles, labels, title=factor, loc="outside right", fontsize=8)
     figure.suptitle(f"{factor}: mean learning curves, band = ±1 std over seeds")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 # ----------------------------------------------------------------------------- documents

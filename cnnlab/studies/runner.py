@@ -227,7 +227,7 @@ def work(
     worker = f"{socket.gethostname()}:{os.getpid()}:{index}"
     store = StudyStore(folder)
     spec = StudySpec.from_dict(store.get_meta("spec"))
-    runner = _Worker(Path(folder), store, spec, worker, lease_seconds, log or (lambda line: None))
+    runner = Worker(Path(folder), store, spec, worker, lease_seconds, log or (lambda line: None))
     try:
         while True:
             if batched_seeds:
@@ -249,7 +249,7 @@ def work(
         store.close()
 
 
-class _Worker:
+class Worker:
     """What one worker process keeps between runs: the store, the mapped data, its identity."""
 
     def __init__(

@@ -167,6 +167,14 @@ class StudyStore:
 
     def claim(self, worker: str, lease_seconds: float) -> RunRecord | None:
         """Take the next pending run (expired leases first go back to pending), or None."""
+        claimed = self._claim(worker, lease_seconds, whole_point=False)
+        return claimed[0] if claimed else None
+
+    def claim_point(self, worker: str, lease_seconds: float) -> list[RunRecord]:
+        """Take every pending seed of the next pending point at once (seed batching)."""
+        return self._claim(worker, lease_seconds, whole_point=True)
+
+    def _claim(self, worker: str, lease_seconds: float, *, whole_point: bool) -> list[RunRecord]:
         now = time.time()
         with self.transaction() as db:
             db.execute(
@@ -175,16 +183,26 @@ class StudyStore:
                 (now,),
             )
             row = db.execute(
-                "SELECT id FROM runs WHERE status = 'pending' ORDER BY id LIMIT 1"
+                "SELECT id, point FROM runs WHERE status = 'pending' ORDER BY id LIMIT 1"
             ).fetchone()
             if row is None:
-                return None
-            db.execute(
+                return []
+            if whole_point:
+                ids = [
+                    found
+                    for (found,) in db.execute(
+                        "SELECT id FROM runs WHERE status = 'pending' AND point = ? ORDER BY id",
+                        (row[1],),
+                    )
+                ]
+            else:
+                ids = [row[0]]
+            db.executemany(
                 "UPDATE runs SET status = 'running', worker = ?, lease_until = ?, "
                 "attempts = attempts + 1, started = ? WHERE id = ?",
-                (worker, now + lease_seconds, now, row[0]),
+                [(worker, now + lease_seconds, now, run_id) for run_id in ids],
             )
-        return self.run(row[0])
+        return [self.run(run_id) for run_id in ids]
 
     def renew(self, run_id: int, worker: str, lease_seconds: float) -> None:
         """Extend our lease on `run_id`; `LeaseLost` if another runner holds it now."""

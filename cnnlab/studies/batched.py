@@ -66,6 +66,10 @@ def train_point_batched(worker: Worker, records: list[RunRecord]) -> None:
     except LeaseLost:
         worker.log(f"{records[0].point}: taken over by another runner")
         return
+    except KeyboardInterrupt:
+        for record in records:
+            worker.store.release(record.id, worker.name)
+        raise
     except Exception as failure:  # noqa: BLE001 - recorded for every member, the study goes on
         error = f"{type(failure).__name__}: {failure}"
         seconds = (time.perf_counter() - started) / len(records)

@@ -288,6 +288,9 @@ class Worker:
         except LeaseLost:
             self.log(f"{record.point} seed {record.seed}: taken over by another runner")
             return
+        except KeyboardInterrupt:
+            self.store.release(record.id, self.name)  # the next `study run` resumes it at once
+            raise
         except Exception as failure:  # noqa: BLE001 - a failing run is recorded, the study goes on
             status, error = "failed", f"{type(failure).__name__}: {failure}"
         self.finish(record, status, history, time.perf_counter() - started, error)

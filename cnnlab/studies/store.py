@@ -220,6 +220,15 @@ class StudyStore:
                 (run_id, row["epoch"], json.dumps(row)),
             )
 
+    def release(self, run_id: int, worker: str) -> None:
+        """Give our run back to `pending` (the runner was interrupted)."""
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET status = 'pending', worker = NULL, lease_until = NULL "
+                "WHERE id = ? AND worker = ? AND status = 'running'",
+                (run_id, worker),
+            )
+
     def finish(
         self,
         run_id: int,

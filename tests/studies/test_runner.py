@@ -8,12 +8,16 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from study_helpers import DATA, start_runner, tiny_spec
+from synthetic import write_image_folder
 from typer.testing import CliRunner
 
 from cnnlab.cli import app
+from cnnlab.data.normalization import channel_mean_std
 from cnnlab.errors import OptionError, StudyError
 from cnnlab.studies import StudySpec, run_study
+from cnnlab.studies.shared_data import open_data, prepare_data
 from cnnlab.studies.store import StudyStore
 
 
@@ -115,6 +119,37 @@ def test_two_runners_on_one_folder_share_the_work_and_do_no_run_twice(tmp_path: 
     assert _column(tmp_path, "SELECT status FROM runs") == ["done"] * 8
     assert _column(tmp_path, "SELECT attempts FROM runs") == [1] * 8
     assert len(set(_column(tmp_path, "SELECT worker FROM runs"))) == 2
+
+
+@pytest.mark.slow  # two spawned worker processes each import torch
+def test_cli_run_decodes_the_dataset_once_into_files_every_worker_maps(tmp_path: Path) -> None:
+    folder = write_image_folder(DATA, tmp_path / "images")
+    spec = tmp_path / "study.yaml"
+    spec.write_text(
+        f"base: {{model: lenet5, data: 'folder:{folder}', channels: 1, epochs: 1,"
+        " batch_size: 32, optimizer: sgd, schedule: constant, device: cpu,"
+        " model_options: {kernel_size: 3}}\n"
+        "factors: {pooling: [max]}\nseeds: [5]\n"
+    )
+    out = tmp_path / "study"
+    result = CliRunner().invoke(app, ["study", "run", str(spec), "-o", str(out), "-w", "2"])
+    assert result.exit_code == 0, result.output
+    (data,) = (out / "data").iterdir()
+    assert sorted(p.name for p in data.glob("*.npy")) == [
+        "test_images.npy",
+        "test_labels.npy",
+        "train_images.npy",
+        "train_labels.npy",
+    ]
+    assert _column(out, "SELECT status FROM runs") == ["done", "done"]
+
+
+def test_train_images_keeps_the_first_images_with_their_own_statistics(tmp_path: Path) -> None:
+    config = StudySpec.from_dict(tiny_spec()).base
+    splits = open_data(prepare_data(tmp_path, config, 100, DATA))
+    assert len(splits.train) == 100 and len(splits.test) == len(DATA.test)
+    assert torch.equal(splits.train.images, DATA.train.images[:100])
+    assert splits.mean == pytest.approx(channel_mean_std(DATA.train.images[:100])[0])
 
 
 def test_cli_status_shows_the_counts_and_bad_specs_are_one_red_line(tmp_path: Path) -> None:

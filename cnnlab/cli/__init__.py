@@ -79,6 +79,7 @@ from cnnlab.cli import (  # noqa: E402,F401
     eval_cmd,
     explain_cmd,
     models_cmd,
+    study_cmd,
     train_cmd,
 )
 

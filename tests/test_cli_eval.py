@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from cnnlab.cli import app
 from cnnlab.engine.checkpoint import save_checkpoint
 from cnnlab.models import create_model, register_model
+from cnnlab.models.registry import in_channels_option, num_classes_option
 
 CLASSES = ["dark", "light"]
 DARK, LIGHT = 40, 210
@@ -26,10 +27,15 @@ DARK, LIGHT = 40, 210
 TEST_TREE = {"dark": [DARK, DARK, LIGHT], "light": [LIGHT, LIGHT, LIGHT]}
 
 
-@register_model(input_size=(1, 8, 8), paper="test fixture")
-def brightness_test_net(*, num_classes: int = 2, in_channels: int = 1) -> nn.Module:
+@register_model(
+    input_size=(1, 8, 8),
+    paper="test fixture",
+    options={"num_classes": num_classes_option(2), "in_channels": in_channels_option(1)},
+)
+def brightness_test_net(**options) -> nn.Module:
     """Global average pooling and a linear layer: a brightness threshold once its weights are set."""
-    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_channels, num_classes))
+    linear = nn.Linear(options["in_channels"], options["num_classes"])
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), linear)
 
 
 @pytest.fixture

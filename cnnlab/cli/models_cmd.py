@@ -23,7 +23,7 @@ def models_command(
         "*", help="Filter: a shell pattern ('resnet*') or, without wildcards, a substring."
     ),
 ) -> None:
-    """List the registered models with their size at the default configuration."""
+    """List the registered models; an exact model name also shows its options."""
     names = list_models(pattern if _GLOB_CHARACTERS & set(pattern) else f"*{pattern}*")
     if not names:
         raise UnknownNameError("model pattern", pattern, list_models())
@@ -43,6 +43,19 @@ def models_command(
             info.paper,
         )
     print_table(table)
+    if pattern in names:
+        print_table(_options_table(pattern))
+
+
+def _options_table(name: str) -> Table:
+    """Each option of model `name`: its default and what it changes."""
+    table = Table(title=f"{name} options (--model-opt key=value)")
+    table.add_column("Option", no_wrap=True)
+    table.add_column("Default", no_wrap=True)
+    table.add_column("Meaning")
+    for option_name, option in model_info(name).options.items():
+        table.add_row(option_name, repr(option.default), option.help)
+    return table
 
 
 @app.command("summary")
@@ -55,12 +68,12 @@ def summary_command(
         1, "--batch-size", "-b", min=1, help="Batch size for the training-memory estimate."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
-    opt: list[str] | None = typer.Option(
-        None, "--opt", "-o", help="A model option key=value, e.g. num_classes=10 (repeatable)."
+    model_opt: list[str] | None = typer.Option(
+        None, "--model-opt", help="A model option key=value, e.g. num_classes=10 (repeatable)."
     ),
 ) -> None:
     """Per-layer output shapes, parameters, MACs and activations, with totals and memory."""
-    options = parse_options(opt or ())
+    options = parse_options(model_opt or ())
     if input_size:
         shape = parse_input_size(input_size)
     else:  # the model's default size, with the channels asked for

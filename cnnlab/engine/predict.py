@@ -115,9 +115,7 @@ def _classify(
     device: torch.device | str,
 ) -> None:
     """Fill `predictions` with the top classes of `images` (one each, in the same order)."""
-    batch = TensorDataset(torch.stack(images), torch.zeros(len(images), dtype=torch.long), classes)
-    loader = BatchLoader(batch, len(images), mean=tuple(mean), std=tuple(std), device=device)
-    normalized, _ = next(iter(loader))
+    normalized = normalize_images(torch.stack(images), mean, std, device)
     with inference_mode(model):
         probabilities = model(normalized).float().softmax(dim=-1)
     top = probabilities.topk(min(topk, probabilities.shape[-1]), dim=-1)
@@ -125,3 +123,13 @@ def _classify(
     for prediction, (values, indices) in zip(predictions, rows, strict=True):
         prediction.classes = [classes[index] for index in indices]
         prediction.probabilities = values
+
+
+def normalize_images(
+    images: Tensor, mean: Sequence[float], std: Sequence[float], device: torch.device | str
+) -> Tensor:
+    """uint8 `(N, C, H, W)` images as model inputs: on `device`, normalized as in training."""
+    batch = TensorDataset(images, torch.zeros(len(images), dtype=torch.long), [])
+    loader = BatchLoader(batch, len(images), mean=tuple(mean), std=tuple(std), device=device)
+    normalized, _ = next(iter(loader))
+    return normalized

@@ -22,7 +22,13 @@ import torch
 from torch import nn
 
 from cnnlab.models.layers import ClassifierNet
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import (
+    ModelOption,
+    dropout_option,
+    in_channels_option,
+    num_classes_option,
+    register_model,
+)
 
 LRN = "LRN"
 POOL = "M"
@@ -214,22 +220,31 @@ class AlexNet(ClassifierNet):
         return x if pre_logits else self.classifier[-1](x)
 
 
-@register_model(input_size=(3, 224, 224), paper="Krizhevsky 2014, arXiv:1404.5997")
-def alexnet(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> AlexNet:
+ALEXNET_OPTIONS = {
+    "num_classes": num_classes_option(),
+    "in_channels": in_channels_option(),
+    "dropout": dropout_option(0.5),
+}
+ORIGINAL_OPTIONS = {
+    **ALEXNET_OPTIONS,
+    "two_towers": ModelOption(
+        False, "the paper's two-GPU split as grouped convolutions in conv2, conv4 and conv5"
+    ),
+}
+
+
+@register_model(
+    input_size=(3, 224, 224), paper="Krizhevsky 2014, arXiv:1404.5997", options=ALEXNET_OPTIONS
+)
+def alexnet(**options) -> AlexNet:
     """AlexNet as in torchvision: single GPU, 64-192-384-256-256 maps, no LRN, 61.1M parameters."""
-    return AlexNet(
-        SPECS["torchvision"], num_classes=num_classes, in_channels=in_channels, dropout=dropout
-    )
+    return AlexNet(SPECS["torchvision"], **options)
 
 
-@register_model(input_size=(3, 227, 227), paper="Krizhevsky et al. 2012, NeurIPS")
-def alexnet_original(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    dropout: float = 0.5,
-    two_towers: bool = False,
-) -> AlexNet:
+@register_model(
+    input_size=(3, 227, 227), paper="Krizhevsky et al. 2012, NeurIPS", options=ORIGINAL_OPTIONS
+)
+def alexnet_original(**options) -> AlexNet:
     """AlexNet as published: 96-256-384-384-256 maps, LRN, overlapping pooling, 227x227 inputs.
 
     The paper split the network over two GPUs, with conv2, conv4 and conv5 seeing only the maps
@@ -237,25 +252,16 @@ def alexnet_original(
     reproduces the split as grouped convolutions (groups=2, the paper's 61.0M parameters).
     The LRNs then also span the two towers' maps where they meet; each GPU normalized only its own.
     """
-    return AlexNet(
-        SPECS["krizhevsky2012"],
-        num_classes=num_classes,
-        in_channels=in_channels,
-        dropout=dropout,
-        two_towers=two_towers,
-    )
+    return AlexNet(SPECS["krizhevsky2012"], **options)
 
 
-@register_model(input_size=(3, 224, 224), paper="Zeiler & Fergus 2013, arXiv:1311.2901")
-def zfnet(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> AlexNet:
+@register_model(
+    input_size=(3, 224, 224), paper="Zeiler & Fergus 2013, arXiv:1311.2901", options=ALEXNET_OPTIONS
+)
+def zfnet(**options) -> AlexNet:
     """ZFNet: AlexNet with a 7x7 stride-2 first layer and 512-1024-512 maps in layers 3-5.
 
     At 224x224 the maps are 110x110x96, pooled 55x55x96, 26x26x256, pooled 13x13x256,
     13x13x512, 13x13x1024, 13x13x512, pooled 6x6x512, then 4096, 4096 and the classes.
     """
-    return AlexNet(
-        SPECS["zeiler_fergus2013"],
-        num_classes=num_classes,
-        in_channels=in_channels,
-        dropout=dropout,
-    )
+    return AlexNet(SPECS["zeiler_fergus2013"], **options)

@@ -1,8 +1,11 @@
 """The model registry, in the manner of timm: `register_model`, `create_model`, `list_models`.
 
-Each family module registers its variants with `@register_model(...)` on a small entrypoint
-function whose keyword arguments are the variant's options. Options are explicit: an unknown
-option is an error that lists the valid ones, never silently swallowed.
+Each family module declares its options once, as a dict of `ModelOption(default, help)`, and
+registers its variants with `@register_model(..., options=...)` on small entrypoints taking
+`**options`. The registry gives each entrypoint the matching keyword-only signature and an
+"Options" section in its docstring, so `help(cnnlab.models.resnet18)` and `cnnlab models
+resnet18` show the same options, defaults and meanings. Options are explicit: an unknown option
+is an error that lists the valid ones, never silently swallowed.
 """
 
 from __future__ import annotations
@@ -23,8 +26,34 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
+class ModelOption:
+    """One option of a model family: its default and what it changes, in a few words."""
+
+    default: object
+    help: str
+
+
+def num_classes_option(default: int = 1000) -> ModelOption:
+    return ModelOption(default, "classes the classifier predicts (set from the data when training)")
+
+
+def in_channels_option(default: int = 3) -> ModelOption:
+    return ModelOption(
+        default, "channels of the input images: 1 grayscale, 3 RGB (set from the data)"
+    )
+
+
+def dropout_option(default: float) -> ModelOption:
+    return ModelOption(default, "dropout probability before the classifier's linear layers")
+
+
+@dataclass(frozen=True)
 class ModelInfo:
-    """Metadata of one registered variant."""
+    """Metadata of one registered variant.
+
+    `mean`/`std` are the normalization its reference weights (ImageNet, MNIST, CIFAR-10) were
+    trained with: the default when those weights are loaded or transferred.
+    """
 
     name: str
     family: str
@@ -34,7 +63,12 @@ class ModelInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     builder: Callable[..., nn.Module] = field(repr=False)
-    defaults: dict[str, object] = field(repr=False)
+    options: dict[str, ModelOption] = field(repr=False)
+
+    @property
+    def defaults(self) -> dict[str, object]:
+        """Each option's default value."""
+        return {name: option.default for name, option in self.options.items()}
 
     @property
     def takes_image_size(self) -> bool:
@@ -51,14 +85,12 @@ def register_model(
     paper: str,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
-    options: dict[str, object] | None = None,
+    options: dict[str, ModelOption],
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a model entrypoint under its function name.
+    """Register a model entrypoint (taking `**options`) under its function name.
 
-    The first line of the entrypoint's docstring becomes the model's description. The model's
-    options (with their defaults) are the entrypoint's keyword-only parameters or, for an
-    entrypoint that takes `**options` (variants of a family sharing one option set), the
-    `options` dict given here. Either way `create_model` refuses any other option.
+    The first line of the entrypoint's docstring becomes the model's description; `options`
+    are the variant's options with defaults and meanings. `create_model` refuses any other.
     """
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -66,10 +98,9 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model '{name}' is registered twice")
         parameters = inspect.signature(builder).parameters.values()
-        takes_var_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-        if takes_var_keyword != (options is not None):
-            raise TypeError(f"{name}: give options= exactly when the entrypoint takes **options")
-        defaults = dict(options) if options is not None else {p.name: p.default for p in parameters}
+        if [p.kind for p in parameters] != [inspect.Parameter.VAR_KEYWORD]:
+            raise TypeError(f"{name}: a model entrypoint takes **options only")
+        _document_options(builder, options)
         _REGISTRY[name] = ModelInfo(
             name=name,
             family=builder.__module__.rpartition(".")[2],
@@ -79,11 +110,27 @@ def register_model(
             mean=mean,
             std=std,
             builder=builder,
-            defaults=defaults,
+            options=dict(options),
         )
         return builder
 
     return decorate
+
+
+def _document_options(builder: Callable[..., nn.Module], options: dict[str, ModelOption]) -> None:
+    """Give `builder` the keyword-only signature and the docstring section of its options."""
+    builder.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option.default)
+            for name, option in options.items()
+        ],
+        return_annotation=inspect.signature(builder).return_annotation,
+    )
+    lines = [
+        f"    {name} (default {option.default!r}): {option.help}"
+        for name, option in options.items()
+    ]
+    builder.__doc__ = f"{inspect.getdoc(builder) or ''}\n\nOptions:\n" + "\n".join(lines)
 
 
 def list_models(pattern: str = "*") -> list[str]:

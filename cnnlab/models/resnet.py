@@ -26,7 +26,12 @@ from torch import nn
 
 from cnnlab.errors import OptionError
 from cnnlab.models.layers import ClassifierNet
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import (
+    ModelOption,
+    in_channels_option,
+    num_classes_option,
+    register_model,
+)
 
 # CIFAR-10 training-set channel statistics, the CIFAR variants' metadata (the paper subtracts
 # the per-pixel mean; cnnlab's engine normalizes per channel with statistics of the data).
@@ -281,13 +286,25 @@ ZAGORUYKO_2016 = "Zagoruyko & Komodakis 2016, arXiv:1605.07146"
 IMAGENET_INPUT = (3, 224, 224)
 
 # Options shared by the ImageNet variants and by the CIFAR variants (the paper's defaults).
+ZERO_INIT_RESIDUAL = ModelOption(
+    False, "start each block's last BN scale at zero, so every block begins as an identity"
+)
 IMAGENET_OPTIONS = {
-    "num_classes": 1000,
-    "in_channels": 3,
-    "small_input": False,
-    "zero_init_residual": False,
+    "num_classes": num_classes_option(),
+    "in_channels": in_channels_option(),
+    "small_input": ModelOption(
+        False, "3x3 stride-1 stem without max-pooling, for 32x32 images (CIFAR)"
+    ),
+    "zero_init_residual": ZERO_INIT_RESIDUAL,
 }
-CIFAR_OPTIONS = {"num_classes": 10, "in_channels": 3, "shortcut": "A", "zero_init_residual": False}
+CIFAR_OPTIONS = {
+    "num_classes": num_classes_option(10),
+    "in_channels": in_channels_option(),
+    "shortcut": ModelOption(
+        "A", "where a block changes shape: A zero-pads the identity, B projects (1x1 conv)"
+    ),
+    "zero_init_residual": ZERO_INIT_RESIDUAL,
+}
 imagenet_variant = register_model(
     input_size=IMAGENET_INPUT, paper=HE_2015, options=IMAGENET_OPTIONS
 )

@@ -14,7 +14,12 @@ from torch import nn
 
 from cnnlab.models.alexnet import fully_connected_head
 from cnnlab.models.layers import ClassifierNet
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import (
+    dropout_option,
+    in_channels_option,
+    num_classes_option,
+    register_model,
+)
 
 POOL = "M"
 
@@ -117,7 +122,11 @@ class VGG(ClassifierNet):
 _PAPER = "Simonyan & Zisserman 2014, arXiv:1409.1556"
 
 
-VGG_OPTIONS = {"num_classes": 1000, "in_channels": 3, "dropout": 0.5}
+VGG_OPTIONS = {
+    "num_classes": num_classes_option(),
+    "in_channels": in_channels_option(),
+    "dropout": dropout_option(0.5),
+}
 vgg_variant = register_model(input_size=(3, 224, 224), paper=_PAPER, options=VGG_OPTIONS)
 
 

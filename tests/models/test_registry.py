@@ -6,6 +6,8 @@ classes) and shared by the tests that need real weights; the rest run on the met
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,7 @@ from cnnlab.models import (
     model_info,
 )
 from cnnlab.models.layers import AuxOutputs
+from cnnlab.models.registry import num_classes_option
 
 # cnnlab's own zoo; other test modules register throwaway networks in the same process.
 MODELS = [
@@ -143,19 +146,27 @@ def test_wrong_channel_count_names_the_fix() -> None:
         check_input_size(name, (channels + 1, 224, 224))
 
 
-def test_register_model_takes_options_exactly_for_var_keyword_entrypoints() -> None:
+def test_entrypoints_take_options_only_through_the_declared_option_set() -> None:
     from cnnlab.models import register_model
 
     def explicit(*, num_classes: int = 10) -> nn.Module:
         return nn.Linear(1, num_classes)
 
-    def shared(**options) -> nn.Module:
-        return nn.Linear(1, options["num_classes"])
+    with pytest.raises(TypeError, match=r"\*\*options only"):
+        register_model(
+            input_size=(1, 1, 1), paper="-", options={"num_classes": num_classes_option(10)}
+        )(explicit)
 
-    with pytest.raises(TypeError, match="options="):
-        register_model(input_size=(1, 1, 1), paper="-", options={"num_classes": 10})(explicit)
-    with pytest.raises(TypeError, match="options="):
-        register_model(input_size=(1, 1, 1), paper="-")(shared)
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_option_is_documented_in_the_signature_and_docstring(name: str) -> None:
+    info = model_info(name)
+    signature = inspect.signature(info.builder)
+    assert {k: p.default for k, p in signature.parameters.items()} == info.defaults
+    for option_name, option in info.options.items():
+        assert (
+            option.help and f"{option_name} (default {option.default!r}): " in info.builder.__doc__
+        )
 
 
 def test_shared_option_sets_refuse_unknown_options() -> None:

@@ -24,7 +24,9 @@ __all__ = [
     "SourceWeights",
     "TransferHook",
     "TransferSpec",
+    "prepare_transfer",
     "resolve_source",
+    "resume_hook",
     "trainable_modules",
     "transfer",
     "transfer_config",
@@ -65,6 +67,18 @@ def _spread(values: Sequence[float], channels: int) -> list[float]:
     return values[:1] * channels
 
 
+def prepare_transfer(spec: TransferSpec, config: TrainConfig) -> tuple[TrainConfig, TransferHook]:
+    """The run config (model and input from the source) and the hook that starts it from the
+    weights `spec.source` names."""
+    weights = resolve_source(spec.source)
+    return transfer_config(weights, config), TransferHook(spec, weights)
+
+
+def resume_hook(run_dir: str | Path) -> TransferHook:
+    """The hook that continues the transferred run in `run_dir` (from its `transfer.yaml`)."""
+    return TransferHook(TransferSpec.load(Path(run_dir)), None)
+
+
 def transfer(
     source: str | Path,
     data: str | None = None,
@@ -85,32 +99,15 @@ def transfer(
     torchvision weights name (`resnet18.IMAGENET1K_V1`, read from the local hub cache).
     `config` and `options` (any `TrainConfig` field: epochs, lr, image_size, ...) set the
     training; the model comes from the source. `splits` trains on already-loaded data (its
-    images taken as they are) instead of loading `data`. `resume` continues a transferred run from its
-    folder with its saved spec (`source`, `mode` and the rest are then taken from it).
+    images taken as they are) instead of loading `data`. `resume` continues the transferred run
+    in that folder with its saved config and spec (`source`, `mode` and the rest are then
+    ignored; `options` may change what a resume allows, e.g. more `epochs`).
     """
-    if resume is not None:
-        return resume_transfer(resume, progress=progress, splits=splits, hooks=hooks, **options)
-    base = config or TrainConfig()
     changes = dict(options, **({"data": data} if data is not None else {}))
-    spec = TransferSpec(str(source), mode, head_hidden, backbone_lr_scale)
-    weights = resolve_source(spec.source)
-    run_config = transfer_config(weights, base.replace(**changes))
-    hooks = [TransferHook(spec, weights), *hooks]
-    return train(run_config, progress=progress, data=splits, hooks=hooks)
-
-
-def resume_transfer(
-    run_dir: str | Path,
-    *,
-    progress: bool = True,
-    splits: DataSplits | None = None,
-    hooks: Sequence[TrainHook] = (),
-    **options: object,
-) -> TrainResult:
-    """Continue the transferred run in `run_dir` (its `config.yaml` and `transfer.yaml`);
-    `options` may change what a resume allows (e.g. more `epochs`)."""
-    run_dir = Path(run_dir)
-    spec = TransferSpec.load(run_dir)
-    config = TrainConfig.from_yaml(run_dir / "config.yaml").replace(**options)
-    hooks = [TransferHook(spec, None), *hooks]
-    return train(config, resume=run_dir, progress=progress, data=splits, hooks=hooks)
+    if resume is not None:
+        saved = config or TrainConfig.from_yaml(Path(resume) / "config.yaml")
+        run_config, hook = saved.replace(**changes), resume_hook(resume)
+    else:
+        spec = TransferSpec(str(source), mode, head_hidden, backbone_lr_scale)
+        run_config, hook = prepare_transfer(spec, (config or TrainConfig()).replace(**changes))
+    return train(run_config, resume=resume, progress=progress, data=splits, hooks=[hook, *hooks])

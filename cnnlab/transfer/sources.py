@@ -87,9 +87,7 @@ def torchvision_weights_file(model: str, tag: str) -> tuple[object, Path]:
     """torchvision's weights enum entry for `<model>.<tag>` and its file in the hub cache."""
     entries = torchvision.models.get_model_weights(model)
     if tag not in entries.__members__:
-        raise UnknownNameError(
-            f"torchvision weights name for {model}", tag, entries.__members__
-        )
+        raise UnknownNameError(f"torchvision weights name for {model}", tag, entries.__members__)
     weights = entries[tag]
     file_name = Path(urlparse(weights.url).path).name
     return weights, Path(torch.hub.get_dir()) / "checkpoints" / file_name

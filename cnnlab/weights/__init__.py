@@ -44,11 +44,7 @@ class BuiltinWeights:
         return f"{self.name}.pt"
 
 
-BUILTIN_WEIGHTS: dict[str, BuiltinWeights] = {
-    weights.name: weights
-    for weights in (
-    )
-}
+BUILTIN_WEIGHTS: dict[str, BuiltinWeights] = {weights.name: weights for weights in ()}
 
 
 def weights_for_model(model: str) -> list[str]:

@@ -1,6 +1,7 @@
 """Errors a user can cause. The CLI prints each as one red line and exits with code 2.
 
-Anything else that escapes is a bug and keeps its traceback.
+Anything else that escapes is a bug and keeps its traceback. `CnnlabWarning`s tell the user
+something that does not stop the command; the CLI prints each as one yellow line.
 """
 
 from __future__ import annotations
@@ -40,3 +41,7 @@ class DataError(CnnlabError):
 
 class CheckpointError(CnnlabError):
     """A checkpoint that is missing, corrupt or does not match what it is loaded into."""
+
+
+class CnnlabWarning(UserWarning):
+    """Data or options that work, but not as the user may expect (a skipped file, a split)."""

@@ -2,17 +2,20 @@
 
 Each command group lives in its own module and registers itself on `app`. Errors a user can
 cause (`CnnlabError`) become one red line and exit code 2; anything else is a bug and keeps
-its traceback.
+its traceback. Warnings for the user (`CnnlabWarning`) print as one yellow line each.
 """
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, CnnlabWarning
 
 console = Console()
 error_console = Console(stderr=True)
@@ -38,10 +41,25 @@ class _CnnlabGroup(TyperGroup):
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", CnnlabWarning)
+                warnings.showwarning = _one_line_warnings(warnings.showwarning)
+                return super().invoke(ctx)
         except CnnlabError as error:
             error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
+
+
+def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
+    """`warnings.showwarning` printing a `CnnlabWarning` as one yellow line (no source line)."""
+
+    def show_warning(message: Warning | str, category: type[Warning], *args, **kwargs) -> None:
+        if issubclass(category, CnnlabWarning):
+            error_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+        else:
+            show(message, category, *args, **kwargs)
+
+    return show_warning
 
 
 app = typer.Typer(

@@ -3,16 +3,19 @@
 Values come from, in rising precedence: `TrainConfig`'s defaults, the `--config` file (or, with
 `--resume DIR` and no `--config`, the run's own `config.yaml`), then the options given on the
 command line. Exit codes: 0 when training completes, 2 for a usage error, 3 when the loss
-diverges, 130 when interrupted (the last finished epoch stays resumable).
+diverges, 130 when interrupted by Ctrl-C or SIGTERM (the last finished epoch stays resumable).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import os
+import signal
 import typing
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
@@ -21,7 +24,7 @@ from cnnlab.cli import app, error_console
 from cnnlab.cli.options import parse_options
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.trainer import TrainResult, train
-from cnnlab.errors import OptionError
+from cnnlab.errors import CnnlabWarning, OptionError
 
 DIVERGED_EXIT_CODE = 3
 INTERRUPTED_EXIT_CODE = 130
@@ -38,9 +41,19 @@ _COMMAND_OPTIONS = {
         Path | None,
         typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt."),
     ),
+    "force": (
+        bool,
+        typer.Option(
+            False,
+            "--force",
+            help="Replace the run in --out: its checkpoints, metrics, plots and eval files go.",
+        ),
+    ),
     "quiet": (
         bool,
-        typer.Option(False, "--quiet", "-q", help="No progress bar or epoch lines."),
+        typer.Option(
+            False, "--quiet", "-q", help="No progress bar, epoch lines or skipped-file warnings."
+        ),
     ),
 }
 
@@ -48,20 +61,32 @@ _COMMAND_OPTIONS = {
 def train_command(ctx: typer.Context, **params: object) -> None:
     """Train a model; the run folder gets metrics, curves.png, last.pt and best.pt."""
     run_config = resolve_config(ctx.params)
-    resume = ctx.params["resume"]
+    resume, quiet = ctx.params["resume"], ctx.params["quiet"]
     run_to_the_end(
-        lambda: train(run_config, resume=resume, progress=not ctx.params["quiet"]),
+        lambda: train(run_config, resume=resume, progress=not quiet, force=ctx.params["force"]),
         run_config,
-        f"cnnlab train --resume {resume or run_config.run_dir}",
+        Path(resume or run_config.run_dir),
+        quiet=quiet,
     )
 
 
-def run_to_the_end(start: Callable[[], TrainResult], config: TrainConfig, resume_hint: str) -> None:
-    """Run `start`; an interrupt or a diverged run ends the command with its exit code."""
+def run_to_the_end(
+    start: Callable[[], TrainResult],
+    config: TrainConfig,
+    folder: Path,
+    *,
+    quiet: bool,
+    command: str = "cnnlab train",
+) -> None:
+    """Run the training `start` begins; an interrupt (Ctrl-C, SIGTERM) or a diverged run ends
+    the command with its exit code, saying how `command` goes on from `folder`."""
     try:
-        result = start()
+        with _sigterm_as_interrupt(), warnings.catch_warnings():
+            if quiet:
+                warnings.simplefilter("ignore", CnnlabWarning)
+            result = start()
     except KeyboardInterrupt:
-        error_console.print(f"interrupted; continue with: {resume_hint}")
+        error_console.print(_interrupted_message(folder, command))
         raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
     if result.status == "diverged":
         if os.environ.get("RANK", "0") == "0":
@@ -71,6 +96,30 @@ def run_to_the_end(start: Callable[[], TrainResult], config: TrainConfig, resume
                 highlight=False,
             )
         raise typer.Exit(DIVERGED_EXIT_CODE)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler or `kill` stopping the run) handled as Ctrl-C is."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted_message(folder: Path, command: str) -> str:
+    """What survived an interrupted run, and the command that goes on from there."""
+    if (folder / "last.pt").is_file():
+        return f"interrupted; the last finished epoch is saved: {command} --resume {folder}"
+    return (
+        f"interrupted before the first epoch ended: nothing was saved in {folder}; "
+        "start again with the same options and --force"
+    )
 
 
 def _config_parameter(item: dataclasses.Field) -> tuple[object, object]:

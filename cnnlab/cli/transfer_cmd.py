@@ -7,6 +7,8 @@ transferred run with its saved source and mode.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from cnnlab.cli import app
@@ -59,10 +61,13 @@ def transfer_command(ctx: typer.Context, **params: object) -> None:
         raise OptionError("say what to transfer from: --from CHECKPOINT|RUN|WEIGHTS")
     else:
         config, hook = prepare_transfer(TransferSpec(**transfer_options), config)
+    quiet, force = options["quiet"], options["force"]
     run_to_the_end(
-        lambda: train(config, resume=resume, progress=not options["quiet"], hooks=[hook]),
+        lambda: train(config, resume=resume, progress=not quiet, force=force, hooks=[hook]),
         config,
-        f"cnnlab transfer --resume {resume or config.run_dir}",
+        Path(resume or config.run_dir),
+        quiet=quiet,
+        command="cnnlab transfer",
     )
 
 

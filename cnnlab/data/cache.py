@@ -38,7 +38,8 @@ from rich.progress import Progress
 from torchvision.io import ImageReadMode
 
 from cnnlab.data.images import read_image, resize_uint8
-from cnnlab.errors import DataError
+from cnnlab.errors import CnnlabWarning, DataError
+from cnnlab.fileio import writable_directory
 
 CACHE_FORMAT = 1
 DEFAULT_IMAGE_SIZE = 224
@@ -50,9 +51,10 @@ _JPEG_MAGIC = b"\xff\xd8\xff"
 _decode_jpeg = getattr(getattr(torch.ops, "image", None), "decode_jpeg", None)
 _CHUNK = 256  # files per decoding task
 _PROGRESS_FROM = 2_000  # show a progress bar from this many files on
+_CACHE_FIX = "point $CNNLAB_CACHE at a writable folder"
 
 
-class SkippedFileWarning(UserWarning):
+class SkippedFileWarning(CnnlabWarning):
     """A file in an image tree that is not a readable image; it is left out of the dataset."""
 
 
@@ -97,7 +99,7 @@ def cached_tensors(
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
         pass  # absent or unreadable: build it again
     tensors = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    writable_directory(path.parent, _CACHE_FIX)
     with _temporary_file(path.parent, ".pt") as partial:
         torch.save(tensors, partial)
         os.replace(partial, path)
@@ -171,7 +173,7 @@ def _write_entry(
     key: str, paths: Sequence[str | Path], size: int | None, channels: int, progress: bool
 ) -> DecodedImages:
     array_path, meta_path = _entry_paths(key)
-    array_path.parent.mkdir(parents=True, exist_ok=True)
+    writable_directory(array_path.parent, _CACHE_FIX)
     if size is not None:
         shape, resize = (size, size), True
     else:  # optimistic: decode at the first image's size, start over at the default on a mismatch

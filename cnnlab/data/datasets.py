@@ -23,6 +23,7 @@ import gzip
 import math
 import os
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from cnnlab.data.images import resize_uint8
 from cnnlab.data.memory import DataSplits, TensorDataset
 from cnnlab.data.normalization import channel_mean_std
 from cnnlab.data.trees import ImageTree, scan_class_folders, scan_prefix_labels
-from cnnlab.errors import DataError, OptionError, UnknownNameError
+from cnnlab.errors import CnnlabWarning, DataError, OptionError, UnknownNameError
 
 MNIST_5K_SEED = 0
 """The fixed seed of mnist-5k's split: the same 1,000 test digits in every run."""
@@ -160,7 +161,10 @@ def stratified_split(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sorted train and test indices with `test_fraction` of each class (rounded) in test.
 
-    Every class with two or more samples keeps at least one on each side.
+    Every class with two or more samples keeps at least one on each side (a class of one sample
+    is all training). When that rounding moves the test share by more than a quarter of
+    `test_fraction` (1,000 classes of 2 images: 50% instead of 20%), a `CnnlabWarning` states
+    the split actually made.
     """
     generator = torch.Generator().manual_seed(seed)
     train, test = [], []
@@ -170,7 +174,17 @@ def stratified_split(
         test_count = min(max(round(len(members) * test_fraction), 1), len(members) - 1)
         test.append(members[:test_count])
         train.append(members[test_count:])
-    return torch.cat(train).sort().values, torch.cat(test).sort().values
+    train_indices, test_indices = torch.cat(train).sort().values, torch.cat(test).sort().values
+    made = len(test_indices) / max(len(labels), 1)
+    if abs(made - test_fraction) > test_fraction / 4:
+        warnings.warn(
+            f"val_fraction {test_fraction:g} cannot be honoured per class: the test split holds "
+            f"{len(test_indices):,} of {len(labels):,} images ({made:.0%}), as each class keeps "
+            "one image on each side (a class of one image is all training)",
+            CnnlabWarning,
+            stacklevel=2,
+        )
+    return train_indices, test_indices
 
 
 def read_idx(path: Path) -> torch.Tensor:

@@ -24,6 +24,8 @@ class BatchLoader:
     `even_shards` (for training) all slices have the same length, so every process takes the
     same number of steps, and the few images left over are skipped that epoch; without it (for
     evaluation) the slices cover every image once and differ in length by at most one.
+    `drop_tiny_last` leaves out a last batch too small for batch norm's statistics (fewer than
+    `batch_size / 4` or 2 images); the order changes every epoch, so no image is always left out.
     """
 
     def __init__(
@@ -35,7 +37,7 @@ class BatchLoader:
         std: tuple[float, ...],
         device: torch.device | str = "cpu",
         shuffle: bool = False,
-        drop_last: bool = False,
+        drop_tiny_last: bool = False,
         augment: BatchTransform | None = None,
         seed: int = 0,
         shard: tuple[int, int] = (0, 1),
@@ -46,7 +48,7 @@ class BatchLoader:
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.shuffle = shuffle
-        self.drop_last = drop_last
+        self.drop_tiny_last = drop_tiny_last
         self.augment = augment
         self.seed = seed
         self.rank, self.world_size = shard
@@ -91,14 +93,27 @@ class BatchLoader:
 
     @property
     def num_samples(self) -> int:
-        """Images this process sees per epoch (before `drop_last`)."""
+        """Images in this process's slice of an epoch (before a tiny last batch is dropped)."""
         start, stop = self._shard_bounds()
         return stop - start
 
+    @property
+    def drops_last(self) -> bool:
+        """Whether each epoch leaves out its last, tiny batch (see `drop_tiny_last`)."""
+        remainder = self.num_samples % self.batch_size
+        tiny = remainder < 2 or 4 * remainder < self.batch_size
+        several_batches = self.num_samples > self.batch_size
+        return self.drop_tiny_last and remainder > 0 and tiny and several_batches
+
+    @property
+    def images_per_epoch(self) -> int:
+        """Images this process trains on per epoch."""
+        if self.drops_last:
+            return self.num_samples - self.num_samples % self.batch_size
+        return self.num_samples
+
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.num_samples // self.batch_size
-        return -(-self.num_samples // self.batch_size)
+        return -(-self.images_per_epoch // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         # One copy of the epoch's order to the device: a blocking copy per step would make the

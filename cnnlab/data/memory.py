@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cnnlab.errors import DataError
+
 
 @dataclass
 class TensorDataset:
@@ -59,3 +61,19 @@ class DataSplits:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.train.image_shape
+
+    def check_trainable(self) -> None:
+        """Refuse data a classifier cannot learn from: one class, or a class with no training image."""
+        if len(self.classes) < 2:
+            raise DataError(
+                f"{self.name} has only one class ({', '.join(self.classes) or 'none'}); "
+                "a classifier needs images of at least two classes"
+            )
+        counts = torch.bincount(self.train.labels, minlength=len(self.classes)).tolist()
+        empty = [name for name, count in zip(self.classes, counts, strict=True) if count == 0]
+        if empty:
+            shown = ", ".join(empty[:10]) + (", ..." if len(empty) > 10 else "")
+            raise DataError(
+                f"{self.name}: {len(empty)} classes have no training image ({shown}); "
+                "add images for them or remove their folders"
+            )

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from cnnlab.data.normalization import channel_mean_std
+from cnnlab.fileio import writable_directory
 
 if TYPE_CHECKING:
     from cnnlab.data.cache import SkippedFile
@@ -77,7 +78,7 @@ def plot_stats(details: DatasetDetails, out_dir: Path) -> list[Path]:
     """Write `class_balance.png` and `image_sizes.png` into `out_dir`; return their paths."""
     from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas on save
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    writable_directory(out_dir, "choose another --out")
     data = details.splits
     splits = (("train", data.train), ("test", data.test))
     class_count = len(data.classes)

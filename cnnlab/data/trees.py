@@ -2,24 +2,27 @@
 
 Two layouts are understood, neither of which opens an image:
   class folders   `ROOT/<class>/**/<image>` (torchvision's ImageFolder), or the same under
-                  `ROOT/train/` plus `ROOT/val/` (or `ROOT/test/`) when both exist;
+                  `ROOT/train/` plus `ROOT/test/` (or `ROOT/val/`) when both exist;
   prefix labels   `ROOT/<label>.<id>.<ext>` (Kaggle's dogs-vs-cats), or the same in `ROOT/train/`.
 Files are listed in sorted order so that labels, splits and cache keys are reproducible. Hidden
-files are ignored; other files without an image suffix are skipped with a warning.
+files are ignored; other files without an image suffix are skipped with a warning. Symbolic
+links are followed, except one that leads back into its own tree (a loop), which is an error.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnlab.data.cache import SkippedFile, warn_skipped
 from cnnlab.data.images import IMAGE_SUFFIXES
-from cnnlab.errors import DataError
+from cnnlab.errors import CnnlabWarning, DataError
 
-TEST_SPLIT_NAMES = ("val", "test")
-"""Sub-folders taken as the test split beside `train/`, in order of preference."""
+TEST_SPLIT_NAMES = ("test", "val")
+"""Sub-folders taken as the test split beside `train/`, in order of preference: with both,
+`test/` is the test split and `val/` is left out, with a warning."""
 
 
 @dataclass
@@ -49,6 +52,14 @@ def scan_class_folders(root: Path) -> ImageTree:
     train_root, test_root = root / "train", _first_directory(root, TEST_SPLIT_NAMES)
     skipped: list[SkippedFile] = []
     if train_root.is_dir() and test_root is not None:
+        for unused in TEST_SPLIT_NAMES[1:]:
+            if test_root.name != unused and (root / unused).is_dir():
+                warnings.warn(
+                    f"{root}: testing on {test_root.name}/ and leaving out {unused}/ "
+                    f"(cnnlab trains on train/ and tests on one split)",
+                    CnnlabWarning,
+                    stacklevel=2,
+                )
         classes = _class_names(train_root)
         unknown = sorted(set(_class_names(test_root)) - set(classes))
         if unknown:
@@ -134,8 +145,20 @@ def _files_in(folder: Path, *, recursive: bool) -> list[str]:
         with os.scandir(folder) as entries:
             return sorted(e.path for e in entries if e.is_file() and not _hidden(e.name))
     found = []
+    # The real folders from `folder` down to each folder being walked: a link back into one of
+    # them is a loop, which os.walk would follow until the path grew too long.
+    chains = {os.fspath(folder): (os.path.realpath(folder),)}
     for directory, subdirectories, names in os.walk(folder, followlinks=True):
+        chain = chains.pop(directory)
         subdirectories[:] = [name for name in subdirectories if not _hidden(name)]
+        for name in subdirectories:
+            path = os.path.join(directory, name)
+            real = os.path.realpath(path)
+            if real in chain:
+                raise DataError(
+                    f"{path}: symbolic link loop (it leads back to {real}); remove the link"
+                )
+            chains[path] = (*chain, real)
         found += [os.path.join(directory, name) for name in names if not _hidden(name)]
     return sorted(found)
 

@@ -26,6 +26,7 @@ import yaml
 
 from cnnlab.data.augment import parse_augment
 from cnnlab.data.memory import DataSplits
+from cnnlab.engine.budget import parse_duration
 from cnnlab.engine.optim import INITS, OPTIMIZERS, SCHEDULES
 from cnnlab.errors import OptionError, UnknownNameError
 
@@ -73,7 +74,12 @@ class TrainConfig:
         factory=dict,
         cli=False,
     )
-    epochs: int = option(4, help="Epochs to train.", short="-e")
+    epochs: int = option(
+        4, help="Epochs to train (fitted to the time budget when one is set).", short="-e"
+    )
+    time_budget: str | None = option(
+        None, help="Wall-clock budget, e.g. 10m; fits the epochs and schedule to it, stops on time."
+    )
     batch_size: int = option(
         128,
         help="Global batch: with N data-parallel processes each takes batch_size / N images.",
@@ -143,11 +149,24 @@ class TrainConfig:
         for name, low in (("epochs", 1), ("batch_size", 1), ("lr_step_size", 0)):
             if getattr(self, name) < low:
                 raise OptionError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
         if self.lr <= 0:
             raise OptionError(f"lr must be positive, got {self.lr}")
         for name in ("momentum", "weight_decay", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise OptionError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.momentum >= 1:
+            raise OptionError(f"momentum must be below 1 (e.g. 0.9), got {self.momentum}")
+        if self.warmup_epochs and self.warmup_epochs >= self.epochs:
+            raise OptionError(
+                f"warmup_epochs ({self.warmup_epochs:g}) must be fewer than epochs ({self.epochs})"
+            )
+        if "num_classes" in self.model_options:
+            raise OptionError(
+                "model option num_classes is set from the data (its number of classes); "
+                "drop it from the model options"
+            )
         if not 0 < self.val_fraction < 1:
             raise OptionError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if not 0 <= self.label_smoothing < 1:

@@ -15,6 +15,7 @@ writes.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -23,9 +24,11 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from cnnlab.data.loader import BatchLoader
 from cnnlab.data.memory import DataSplits
+from cnnlab.engine.budget import TimeBudget, parse_duration
 from cnnlab.engine.checkpoint import save_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.distributed import DistributedContext
@@ -35,6 +38,7 @@ from cnnlab.engine.inputs import build_augment, load_splits
 from cnnlab.engine.optim import create_optimizer, create_scheduler, init_weights
 from cnnlab.engine.plots import plot_curves
 from cnnlab.engine.resume import load_resume_checkpoint
+from cnnlab.engine.runfolder import claim_run_folder
 from cnnlab.engine.runlog import TrainingDisplay, write_metrics
 from cnnlab.engine.seeding import rng_state, seed_everything, set_rng_state
 from cnnlab.errors import OptionError
@@ -83,6 +87,7 @@ def train(
     data: DataSplits | None = None,
     hooks: Sequence[TrainHook] = (),
     on_epoch_end: EpochCallback | None = None,
+    force: bool = False,
 ) -> TrainResult:
     """Train `config.model` on `config.data` for `config.epochs` epochs.
 
@@ -92,13 +97,24 @@ def train(
     instead of loading `config.data`. `hooks` plug into the loop (see `cnnlab.engine.hooks`);
     `on_epoch_end` is a shorthand for a hook that receives each epoch's metrics row after its
     checkpoint is written. A non-finite loss ends the run with status `diverged`.
+
+    A new run refuses a folder that already holds one unless `force` (which deletes the old
+    run's files first); the folder stays locked against other processes while the run trains
+    (see `cnnlab.engine.runfolder`).
     """
     context = DistributedContext.from_environment(config.device)
+    if config.time_budget is not None and resume is None:  # a resumed run keeps its fitted plan
+        hooks = [TimeBudget(parse_duration(config.time_budget)), *hooks]
     if on_epoch_end is not None:
         hooks = [*hooks, EpochEndCallback(on_epoch_end)]
+    out_dir = Path(resume) if resume is not None else config.run_dir
+    claim = claim_run_folder(out_dir, resume=resume is not None, force=force)
     try:
-        trainer = Trainer(config, context, resume=resume, progress=progress, data=data, hooks=hooks)
-        return trainer.fit()
+        with claim if context.is_main else contextlib.nullcontext():
+            trainer = Trainer(
+                config, context, resume=resume, progress=progress, data=data, hooks=hooks
+            )
+            return trainer.fit()
     finally:
         context.close()
 
@@ -129,6 +145,7 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         self.data = data if data is not None else load_splits(config, context)
+        self.data.check_trainable()
         self.mean, self.std = config.normalization(self.data)
         self.model = self._build_model()
         for hook in self.hooks:
@@ -144,15 +161,7 @@ class Trainer:
             nesterov=config.nesterov,
             groups=self._param_groups(),
         )
-        self.scheduler = create_scheduler(
-            self.optimizer,
-            config.schedule,
-            epochs=config.epochs,
-            steps_per_epoch=len(self.train_loader),
-            warmup_epochs=config.warmup_epochs,
-            step_size=config.lr_step_size,
-            gamma=config.lr_gamma,
-        )
+        self.scheduler = self._create_scheduler()
         # fp16 autocast on CUDA needs loss scaling; bf16 (CPU, MPS) has float32's range.
         self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler(
@@ -173,9 +182,39 @@ class Trainer:
         model = create_model_for_input(
             config.model, self.data.image_shape, len(self.data.classes), **config.model_options
         )
-        init_weights(model, config.init)
+        init_weights(model, config.init, seed=config.seed)
         memory_format = torch.channels_last if config.channels_last else torch.preserve_format
         return model.to(self.device, memory_format=memory_format)
+
+    def _create_scheduler(self) -> LambdaLR:
+        config = self.config
+        return create_scheduler(
+            self.optimizer,
+            config.schedule,
+            epochs=config.epochs,
+            steps_per_epoch=len(self.train_loader),
+            warmup_epochs=config.warmup_epochs,
+            step_size=config.lr_step_size,
+            gamma=config.lr_gamma,
+        )
+
+    def set_epochs(self, epochs: int) -> None:
+        """Re-plan the run for `epochs` epochs (time budgets): the schedule is laid out anew for
+        the new length and continues from the current step; `config.yaml` records the plan."""
+        step = self.scheduler.last_epoch
+        self.config = self.config.replace(epochs=epochs)
+        self.scheduler = self._create_scheduler()  # LambdaLR keeps each group's initial_lr
+        self.scheduler.last_epoch = step
+        for group, base_lr, multiplier in zip(
+            self.optimizer.param_groups,
+            self.scheduler.base_lrs,
+            self.scheduler.lr_lambdas,
+            strict=True,
+        ):
+            group["lr"] = base_lr * multiplier(step)
+        self.display.epochs = epochs
+        if self.context.is_main and (self.out_dir / "config.yaml").is_file():
+            self.config.to_yaml(self.out_dir / "config.yaml")
 
     def _param_groups(self) -> list[dict] | None:
         """The first parameter groups a hook asks for, or None for the default grouping."""
@@ -209,7 +248,7 @@ class Trainer:
             shuffle=True,
             # A last batch of a few images would give batch norm noisy statistics; without
             # batch norm every image counts, as in the plain PyTorch recipes.
-            drop_last=shard_size >= batch_size and _has_batch_norm(self.model),
+            drop_tiny_last=_has_batch_norm(self.model),
             augment=build_augment(config, self.model, data.image_shape) or None,
             seed=config.seed,
             **shared,
@@ -333,10 +372,11 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             config.to_yaml(self.out_dir / "config.yaml")
         self.display.message(self._describe())
-        status = "completed"
+        status, epoch = "completed", self.epochs_done
         with self.display:
-            for epoch in range(self.epochs_done, config.epochs):
+            while epoch < self.config.epochs:  # hooks may re-plan the length (time budgets)
                 row = self.run_epoch(epoch)
+                epoch += 1
                 status = "diverged" if row["status"] == "diverged" else "completed"
                 improved = status == "completed" and row["test_acc"] > self.best_metric
                 if improved:
@@ -349,10 +389,10 @@ class Trainer:
                 if status == "diverged" or any(stop):
                     break
         if writes:
-            title = f"{config.model} on {config.data}"
+            title = f"{self.config.model} on {self.config.data}"
             curves = plot_curves(self.history, self.out_dir / "curves.png", title=title)
             self.display.end_run(self.history, self.out_dir, curves)
-        return TrainResult(status, self.history, self.out_dir, config, self.best_metric)
+        return TrainResult(status, self.history, self.out_dir, self.config, self.best_metric)
 
     def run_epoch(self, epoch: int) -> dict:
         """Train epoch `epoch` (0-based) and evaluate; its metrics row (see `runlog`)."""
@@ -379,9 +419,22 @@ class Trainer:
         processes = f" x {self.context.world_size} processes" if self.context.enabled else ""
         return (
             f"{self.config.model} ({parameters:,} parameters) on {self.config.data}: "
-            f"{len(self.data.train):,} train / {len(self.data.test):,} test images of {shape}, "
+            f"{len(self.data.train):,} train ({self._epoch_images()}) / "
+            f"{len(self.data.test):,} test images of {shape}, "
             f"{self.device}{processes} -> {self.out_dir}"
         )
+
+    def _epoch_images(self) -> str:
+        """How many training images an epoch uses, and why not all when it does not."""
+        loader, processes = self.train_loader, self.context.world_size
+        used = loader.images_per_epoch * processes
+        text = f"{used:,} per epoch"
+        if loader.drops_last:
+            left = (loader.num_samples - loader.images_per_epoch) * processes
+            text += f"; the last {left} of each shuffled epoch sit out, too few for batch norm"
+        if loader.num_samples * processes < len(self.data.train):
+            text += f"; {len(self.data.train) % processes} sit out per epoch to split evenly"
+        return text
 
     def _save(self, row: dict, improved: bool) -> None:
         """Metrics files for every epoch; `last.pt` (and `best.pt`) unless the epoch diverged."""

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import OptionError
+from cnnlab.models.registry import input_size_error
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -48,6 +49,16 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def scaled(channels: int, width: float, multiple: int = 1) -> int:
+    """`channels` times the channel multiplier `width`, rounded to a positive `multiple`.
+
+    Exact at `width=1.0`, so the default networks keep the papers' (and torchvision's) sizes.
+    """
+    if not 0 < width <= 16:
+        raise OptionError(f"width is a channel multiplier in (0, 16], got {width}")
+    return max(multiple, round(channels * width / multiple) * multiple)
+
+
 def make_pool(kind: str, kernel_size: int, stride: int | None = None, **options) -> nn.Module:
     """A 2-D pooling layer: `kind` is `max` or `avg`."""
     if kind not in POOLINGS:
@@ -63,6 +74,19 @@ class ClassifierNet(nn.Module):
     """
 
     classifier_name: str = "fc"
+
+    def __call__(self, *args, **kwargs):
+        """`nn.Module`'s call; an input the network cannot take raises the registry's one line.
+
+        Costs nothing on success: the size is only examined once a forward pass has failed.
+        """
+        try:
+            return super().__call__(*args, **kwargs)
+        except (RuntimeError, ValueError, IndexError) as failure:
+            error = input_size_error(self, args[0] if args else None)
+            if error is None:
+                raise
+            raise error from failure
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

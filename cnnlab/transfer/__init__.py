@@ -91,6 +91,7 @@ def transfer(
     progress: bool = True,
     splits: DataSplits | None = None,
     hooks: Sequence[TrainHook] = (),
+    force: bool = False,
     **options: object,
 ) -> TrainResult:
     """Fine-tune the weights `source` names on `data` in `mode` (`full`, `last:K`, `head`).
@@ -101,7 +102,8 @@ def transfer(
     training; the model comes from the source. `splits` trains on already-loaded data (its
     images taken as they are) instead of loading `data`. `resume` continues the transferred run
     in that folder with its saved config and spec (`source`, `mode` and the rest are then
-    ignored; `options` may change what a resume allows, e.g. more `epochs`).
+    ignored; `options` may change what a resume allows, e.g. more `epochs`). `force` replaces
+    a run already in the output folder, as `train(force=True)` does.
     """
     changes = dict(options, **({"data": data} if data is not None else {}))
     if resume is not None:
@@ -110,4 +112,5 @@ def transfer(
     else:
         spec = TransferSpec(str(source), mode, head_hidden, backbone_lr_scale)
         run_config, hook = prepare_transfer(spec, (config or TrainConfig()).replace(**changes))
-    return train(run_config, resume=resume, progress=progress, data=splits, hooks=[hook, *hooks])
+    hooks = [hook, *hooks]
+    return train(run_config, resume=resume, progress=progress, data=splits, hooks=hooks, force=force)

@@ -31,11 +31,34 @@ def test_batches_are_normalized_images_in_order() -> None:
     torch.testing.assert_close(images.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_lengths_with_and_without_drop_last() -> None:
-    dataset = _dataset(50)
-    assert len(BatchLoader(dataset, 16, mean=(0,) * 3, std=(1,) * 3)) == 4
-    loader = BatchLoader(dataset, 16, mean=(0,) * 3, std=(1,) * 3, drop_last=True)
-    assert len(loader) == 3 and len(_labels(loader)) == 48
+def test_only_a_tiny_last_batch_is_dropped() -> None:
+    def served(count: int, batch: int, drop: bool = True) -> int:
+        loader = BatchLoader(
+            _dataset(count), batch, mean=(0,) * 3, std=(1,) * 3, drop_tiny_last=drop
+        )
+        assert len(loader) == -(-loader.images_per_epoch // batch)
+        assert len(_labels(loader)) == loader.images_per_epoch
+        return loader.images_per_epoch
+
+    assert served(50, 16, drop=False) == 50
+    assert served(50, 16) == 48  # a last batch of 2 is under a quarter of 16
+    assert served(245, 128) == 245  # 117 images are no tiny batch: all are used
+    assert served(9, 4) == 8  # a last batch of one image
+    assert served(10, 4) == 10  # 2 images are half a batch
+    assert served(10, 16) == 10  # one batch, smaller than batch_size: kept whole
+
+
+def test_a_dropped_last_batch_is_a_different_one_each_epoch() -> None:
+    loader = BatchLoader(
+        _dataset(50), 16, mean=(0,) * 3, std=(1,) * 3, shuffle=True, drop_tiny_last=True
+    )
+    seen: set[int] = set()
+    for epoch in range(10):
+        loader.set_epoch(epoch)
+        labels = _labels(loader)
+        assert len(labels) == 48
+        seen |= set(labels)
+    assert seen == set(range(50))
 
 
 def test_shuffling_is_reproducible_per_epoch_and_differs_across_epochs() -> None:

@@ -69,6 +69,9 @@ def test_unknown_key_lists_the_valid_ones(tmp_path: Path) -> None:
         ({"label_smoothing": 1.0}, OptionError, r"label_smoothing must be in \[0, 1\)"),
         ({"model_options": ["relu"]}, OptionError, "model_options must be a mapping"),
         ({"multi_scale": [0]}, OptionError, "multi_scale sizes must be positive"),
+        ({"momentum": 2}, OptionError, "momentum must be below 1"),
+        ({"epochs": 3, "warmup_epochs": 5}, OptionError, r"warmup_epochs \(5\) must be fewer"),
+        ({"model_options": {"num_classes": 3}}, OptionError, "num_classes is set from the data"),
     ],
 )
 def test_bad_values_raise_one_clear_error(values: dict, error: type, message: str) -> None:

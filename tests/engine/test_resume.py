@@ -80,12 +80,25 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path: Path) -> None:
     assert first.final["train_loss"] != other.final["train_loss"]
 
 
-def test_resume_refuses_a_different_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"model": "tiny_aux_cnn"}, "model 'tiny_cnn' -> 'tiny_aux_cnn'"),
+        ({"lr": 0.5}, "lr 0.1 -> 0.5"),
+        ({"optimizer": "adam"}, "optimizer 'momentum' -> 'adam'"),
+        ({"batch_size": 64, "seed": 3}, "batch_size 32 -> 64; seed 0 -> 3"),
+        ({"schedule": "onecycle"}, "schedule 'cosine' -> 'onecycle'"),
+    ],
+)
+def test_resume_refuses_changed_options_naming_each(
+    tmp_path: Path, change: dict, named: str
+) -> None:
     with pytest.raises(Killed):
-        train(_config(tmp_path), data=DATA, progress=False, on_epoch_end=_kill_after(1))
-    changed = _config(tmp_path, model="tiny_aux_cnn")
-    with pytest.raises(CheckpointError, match="trained with model='tiny_cnn'"):
-        train(changed, data=DATA, progress=False, resume=tmp_path)
+        train(_config(tmp_path, epochs=2), data=DATA, progress=False, on_epoch_end=_kill_after(1))
+    saved = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(CheckpointError, match=f"changed options \\({named}\\)"):
+        train(_config(tmp_path, **change), data=DATA, progress=False, resume=tmp_path)
+    assert (tmp_path / "config.yaml").read_text() == saved  # nothing recorded that did not run
 
 
 def test_resume_of_a_finished_run_asks_for_more_epochs(tmp_path: Path) -> None:

@@ -113,4 +113,6 @@ def transfer(
         spec = TransferSpec(str(source), mode, head_hidden, backbone_lr_scale)
         run_config, hook = prepare_transfer(spec, (config or TrainConfig()).replace(**changes))
     hooks = [hook, *hooks]
-    return train(run_config, resume=resume, progress=progress, data=splits, hooks=hooks, force=force)
+    return train(
+        run_config, resume=resume, progress=progress, data=splits, hooks=hooks, force=force
+    )

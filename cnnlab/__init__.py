@@ -7,6 +7,7 @@ from cnnlab.engine.trainer import train
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import explain
 from cnnlab.models import create_model, list_models, model_info
+from cnnlab.transfer import transfer
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,5 @@ __all__ = [
     "model_from_checkpoint",
     "model_info",
     "train",
+    "transfer",
 ]

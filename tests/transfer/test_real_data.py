@@ -50,8 +50,8 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> dict:
     mnist = load_dataset(f"mnist:{root}")
     folder = tmp_path_factory.mktemp("transfer")
     source = train(
-        TrainConfig(model="lenet5_modern", epochs=1, device="cpu", out=str(folder / "source")),
-        data=_splits(mnist, SOURCE_DIGITS, 3000, 0),
+        TrainConfig(model="lenet5_modern", epochs=2, device="cpu", out=str(folder / "source")),
+        data=_splits(mnist, SOURCE_DIGITS, 6000, 0),
         progress=False,
     )
     runs: dict = {"source": source.out_dir / "last.pt", "accuracy": {}}

@@ -81,6 +81,7 @@ from cnnlab.cli import (  # noqa: E402,F401
     models_cmd,
     study_cmd,
     train_cmd,
+    transfer_cmd,
 )
 
 __all__ = ["app", "console", "error_console", "print_table"]

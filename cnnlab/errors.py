@@ -40,3 +40,7 @@ class DataError(CnnlabError):
 
 class CheckpointError(CnnlabError):
     """A checkpoint that is missing, corrupt or does not match what it is loaded into."""
+
+
+class ExportError(CnnlabError):
+    """A model that cannot be exported, or whose export does not compute what PyTorch does."""

@@ -54,6 +54,6 @@ app = typer.Typer(
 )
 
 # Command modules register themselves on `app` when imported.
-from cnnlab.cli import data_cmd, eval_cmd, models_cmd, train_cmd  # noqa: E402,F401
+from cnnlab.cli import data_cmd, deploy_cmd, eval_cmd, models_cmd, train_cmd  # noqa: E402,F401
 
 __all__ = ["app", "console", "error_console", "print_table"]

@@ -1,0 +1,58 @@
+"""`cnnlab export` writes an ONNX model checked against PyTorch; `cnnlab serve` runs the web page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cnnlab.cli import app, console
+from cnnlab.engine.checkpoint import resolve_checkpoint_path
+from cnnlab.errors import OptionError
+
+CHECKPOINT_HELP = "A checkpoint file, or a run folder (its best.pt, else last.pt)."
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="Where to write the model (default: beside the checkpoint)."
+    ),
+    format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
+    opset: int | None = typer.Option(
+        None, "--opset", help="ONNX opset (18 or later; default: the exporter's)."
+    ),
+    dynamic_batch: bool = typer.Option(
+        True, "--dynamic-batch/--fixed-batch", help="Any batch size, or exactly one image."
+    ),
+    include_preprocessing: bool = typer.Option(
+        False,
+        "--include-preprocessing",
+        help="The graph takes uint8 images and normalizes them (else: float input, stats in metadata).",
+    ),
+) -> None:
+    """Export a trained network to ONNX and check it against PyTorch in onnxruntime."""
+    if format != "onnx":
+        raise OptionError(f"unknown export format '{format}'; choose one of: onnx")
+    from cnnlab.deploy.export import TOLERANCE, export_onnx
+
+    checkpoint_file = resolve_checkpoint_path(checkpoint)
+    target = out if out is not None else checkpoint_file.with_suffix(".onnx")
+    report = export_onnx(
+        checkpoint_file,
+        target,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        include_preprocessing=include_preprocessing,
+    )
+    inputs = "uint8 images" if report.include_preprocessing else "normalized float32 images"
+    batch = "any batch size" if report.dynamic_batch else "batch of 1"
+    console.print(
+        f"exported {report.model_name} to {report.path} ({report.size_bytes / 1e6:.1f} MB, "
+        f"opset {report.opset}, {inputs}, {batch})"
+    )
+    console.print(
+        f"onnxruntime vs PyTorch on {report.images_checked} images: max abs diff "
+        f"{report.max_abs_diff:.2e} (limit {TOLERANCE:g})"
+    )

@@ -43,7 +43,7 @@ def test_summary_json_parses() -> None:
 
 def test_summary_options_reach_the_model() -> None:
     result = invoke(
-        "summary", "resnet18", "--json", "--opt", "num_classes=10", "-o", "in_channels=1"
+        "summary", "resnet18", "--json", "--model-opt", "num_classes=10", "--model-opt", "in_channels=1"
     )
     data = json.loads(result.stdout)
     assert data["input_size"] == [1, 224, 224]
@@ -68,8 +68,8 @@ def test_summary_table_shows_alexnet_shapes_as_in_the_paper() -> None:
     [
         ("summary", "no_such_net"),
         ("summary", "vgg16", "--input", "3x224"),
-        ("summary", "vgg16", "--opt", "no_such_option=1"),
-        ("summary", "vgg16", "--opt", "num_classes"),
+        ("summary", "vgg16", "--model-opt", "no_such_option=1"),
+        ("summary", "vgg16", "--model-opt", "num_classes"),
         ("summary", "vgg16", "--input", "3x16x16"),
         ("models", "no_such_family"),
     ],

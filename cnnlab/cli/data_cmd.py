@@ -27,7 +27,7 @@ _SPEC_HELP = (
 def stats_command(
     dataset: str = typer.Argument(..., help=_SPEC_HELP),
     out: Path | None = typer.Option(
-        None, "--out", help="Write class_balance.png and image_sizes.png into this folder."
+        None, "--out", "-o", help="Write class_balance.png and image_sizes.png into this folder."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
     image_size: int | None = typer.Option(

@@ -39,7 +39,10 @@ def eval_command(
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Images per batch."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     out: Path | None = typer.Option(
-        None, "--out", help="Folder for confusion.png and eval.json (default: the checkpoint's)."
+        None,
+        "--out",
+        "-o",
+        help="Folder for confusion.png and eval.json (default: the checkpoint's).",
     ),
     amp: bool = typer.Option(False, "--amp", help="Run the forward passes in mixed precision."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),

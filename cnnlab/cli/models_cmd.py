@@ -55,12 +55,12 @@ def summary_command(
         1, "--batch-size", "-b", min=1, help="Batch size for the training-memory estimate."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
-    opt: list[str] | None = typer.Option(
-        None, "--opt", "-o", help="A model option key=value, e.g. num_classes=10 (repeatable)."
+    model_opt: list[str] | None = typer.Option(
+        None, "--model-opt", help="A model option key=value, e.g. num_classes=10 (repeatable)."
     ),
 ) -> None:
     """Per-layer output shapes, parameters, MACs and activations, with totals and memory."""
-    options = parse_options(opt or ())
+    options = parse_options(model_opt or ())
     if input_size:
         shape = parse_input_size(input_size)
     else:  # the model's default size, with the channels asked for

@@ -17,6 +17,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,48 +34,96 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 _NOT_HASHED = ("out", "download")
 
 
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    short: str | None = None,
+    factory: Callable[[], Any] | None = None,
+    cli: bool = True,
+) -> Any:
+    """A `TrainConfig` field with its help text: the one declaration the CLI and docs follow.
+
+    `short` is the one-letter flag (`-e`); `factory` makes a mutable default; `cli=False`
+    keeps the field off the command line (the CLI sets it some other way).
+    """
+    metadata = {"help": help, "short": short, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; defaults train `lenet5_modern` on `mnist-5k`.
 
-    `batch_size` is the global batch: with N data-parallel processes each takes
-    `batch_size / N` images per step, so a recipe means the same thing on any number of them.
-    `lr_step_size` is the epochs between decays of the `step` schedule (0: a third of the run).
-    `val_fraction` is the share held out as the test split of datasets that have none.
-    `mean`/`std` normalize pixels scaled to [0, 1], one value per channel or one for all;
-    None uses the training split's own exact statistics (`mean: 0, std: 1` feeds raw pixels).
-    `out` is the run folder; None gives `runs/<model>-<data>-<hash>`.
+    Each field carries its help text (`option(...)`); `cnnlab train`'s flags are generated
+    from these fields, so a new field is a new flag with no other change.
     """
 
-    model: str = "lenet5_modern"
-    data: str = "mnist-5k"
-    model_options: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 4
-    batch_size: int = 128
-    lr: float = 0.1
-    optimizer: str = "momentum"
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"
-    warmup_epochs: float = 0.0
-    lr_step_size: int = 0
-    lr_gamma: float = 0.1
-    init: str = "default"
-    augment: list[str] = field(default_factory=list)
-    multi_scale: list[int] = field(default_factory=list)
-    label_smoothing: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    channels_last: bool = False
-    image_size: int | None = None
-    channels: int | None = None
-    mean: list[float] | None = None
-    std: list[float] | None = None
-    val_fraction: float = 0.2
-    download: bool = False
-    out: str | None = None
+    model: str = option("lenet5_modern", help="Model name (see `cnnlab models`).", short="-m")
+    data: str = option(
+        "mnist-5k",
+        help="Dataset: mnist-5k, mnist, fashion-mnist, cifar10, cifar100 (optionally NAME:ROOT), "
+        "folder:PATH or dogs-vs-cats:PATH.",
+        short="-d",
+    )
+    model_options: dict[str, Any] = option(
+        help="Model options such as activation or pooling (CLI: --model-opt key=value).",
+        factory=dict,
+        cli=False,
+    )
+    epochs: int = option(4, help="Epochs to train.", short="-e")
+    batch_size: int = option(
+        128,
+        help="Global batch: with N data-parallel processes each takes batch_size / N images.",
+        short="-b",
+    )
+    lr: float = option(0.1, help="Peak learning rate.")
+    optimizer: str = option("momentum", help="sgd, momentum, adam, adamw or adagrad.")
+    momentum: float = option(0.9, help="Momentum of the `momentum` optimizer, in [0, 1).")
+    nesterov: bool = option(False, help="Nesterov momentum (optimizer `momentum` only).")
+    weight_decay: float = option(
+        5e-4, help="L2 penalty on conv/linear weights (not on biases or normalization layers)."
+    )
+    schedule: str = option(
+        "onecycle", help="constant, step, cosine or onecycle (stepped every batch)."
+    )
+    warmup_epochs: float = option(0.0, help="Epochs of linear warm-up (fewer than epochs).")
+    lr_step_size: int = option(
+        0, help="Epochs between decays of the step schedule (0: a third of the run)."
+    )
+    lr_gamma: float = option(0.1, help="Decay factor of the step schedule, in (0, 1].")
+    init: str = option("default", help="default (the model's own), xavier, kaiming or pytorch.")
+    augment: list[str] = option(
+        help="Batch augmentation, e.g. flip,crop:4 (also translate:N, cutout:N, jitter:S).",
+        factory=list,
+    )
+    multi_scale: list[int] = option(
+        help="Train each batch at a side drawn from these sizes, e.g. 24,28,32.", factory=list
+    )
+    label_smoothing: float = option(0.0, help="Label smoothing of the loss, in [0, 1).")
+    seed: int = option(0, help="Seed of initialization, shuffling, augmentation and splits.")
+    device: str = option("auto", help="auto, cpu, cuda or mps.")
+    amp: bool = option(False, help="Mixed precision: bf16 on CPU and MPS, fp16 on CUDA.")
+    channels_last: bool = option(False, help="Channels-last memory format.")
+    image_size: int | None = option(None, help="Resize the images once, at load time.")
+    channels: int | None = option(None, help="Convert the images to 1 (grayscale) or 3 (RGB).")
+    mean: list[float] | None = option(
+        None,
+        help="Normalization mean of pixels in [0, 1], one per channel or one for all "
+        "(default: the training split's own).",
+    )
+    std: list[float] | None = option(
+        None, help="Normalization std, like --mean; --mean 0 --std 1 feeds raw [0, 1] pixels."
+    )
+    val_fraction: float = option(
+        0.2, help="Share held out as the test split of datasets that have none."
+    )
+    download: bool = option(False, help="Download a named dataset that is not on disk.")
+    out: str | None = option(
+        None, help="Run folder (default runs/<model>-<data>-<hash>).", short="-o"
+    )
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from cnnlab.cli import app
 from cnnlab.engine.config import TrainConfig
 from cnnlab.errors import OptionError, UnknownNameError
 from cnnlab.models.registry import resolve_options
@@ -123,3 +126,12 @@ def test_textbook_lenet_recipe_matches_d2l() -> None:
     assert (config.model, config.data, config.optimizer) == ("lenet5", "fashion-mnist", "sgd")
     assert (config.lr, config.batch_size, config.epochs) == (0.9, 256, 10)
     assert config.model_options == {"activation": "sigmoid", "pooling": "avg"}
+
+
+def test_every_config_field_has_help_and_a_train_flag() -> None:
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    for item in dataclasses.fields(TrainConfig):
+        assert item.metadata["help"], item.name
+        flag = "--" + item.name.replace("_", "-")
+        assert (flag in result.output) == item.metadata["cli"], item.name

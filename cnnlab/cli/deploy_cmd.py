@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from cnnlab.cli import app, console
+from cnnlab.cli import app, console, error_console
 from cnnlab.engine.checkpoint import resolve_checkpoint_path
 from cnnlab.errors import OptionError
 
@@ -56,3 +56,32 @@ def export_command(
         f"onnxruntime vs PyTorch on {report.images_checked} images: max abs diff "
         f"{report.max_abs_diff:.2e} (limit {TOLERANCE:g})"
     )
+
+
+@app.command("serve")
+def serve_command(
+    checkpoints: list[str] = typer.Argument(
+        ..., help="Checkpoints or run folders to serve, each as PATH or NAME=PATH."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+    max_body_mb: float = typer.Option(10.0, "--max-body-mb", min=0.001, help="Largest upload, MB."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Inference threads."),
+    queue: int = typer.Option(32, "--queue", min=0, help="Requests that may wait; more get 503."),
+) -> None:
+    """Serve a web page and a JSON API that classify and explain uploaded images."""
+    from cnnlab.deploy.served import load_served_models
+    from cnnlab.deploy.server import create_app, is_loopback, run_server
+
+    models = load_served_models(checkpoints, copies=workers)
+    app_ = create_app(models, max_body_bytes=int(max_body_mb * 1e6), workers=workers, queue=queue)
+    if not is_loopback(host):
+        error_console.print(
+            f"[bold yellow]warning:[/] binding to {host}: anyone who can reach this machine can "
+            "use the server (it has no authentication); use --host 127.0.0.1 to keep it local",
+            highlight=False,
+            soft_wrap=True,
+        )
+    names = ", ".join(models)
+    console.print(f"serving {names} on http://{host}:{port}/ (API docs at /docs; Ctrl-C stops)")
+    run_server(app_, host, port, workers)

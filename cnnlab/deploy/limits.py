@@ -61,8 +61,9 @@ class BodySizeLimit:
 
         try:
             await self.app(scope, counting_receive, guarded_send)
-        except _BodyTooLarge:
-            pass
+        except Exception:  # _BodyTooLarge, or whatever the application made of it
+            if not exceeded:
+                raise
         if exceeded:
             await self._reject(send)
 

@@ -16,6 +16,7 @@ predict` classifies with it exactly as with a checkpoint.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import warnings
@@ -33,6 +34,9 @@ from cnnlab.errors import CheckpointError, ExportError, OptionError
 from cnnlab.fileio import atomic_write
 
 TOLERANCE = 1e-4  # largest accepted |onnxruntime - PyTorch| over the logits
+# ... unless PyTorch's own float32 logits are that far from float64 ones (deep networks on noise
+# images): onnxruntime is then accepted within this many times PyTorch's own rounding error.
+ROUNDING_FACTOR = 2.0
 MIN_OPSET = 18  # the dynamo exporter writes opset 18 and later
 EXAMPLE_BATCH = 2
 CHECK_BATCHES_DYNAMIC = (1, 3)  # batch sizes other than the example's: the dimension is free
@@ -52,6 +56,7 @@ class ExportReport:
     dynamic_batch: bool
     include_preprocessing: bool
     max_abs_diff: float
+    float32_rounding: float | None  # measured only when max_abs_diff is over the tolerance
     images_checked: int
     size_bytes: int
 
@@ -101,10 +106,12 @@ def export_onnx(
         for size in (CHECK_BATCHES_DYNAMIC if dynamic_batch else CHECK_BATCHES_FIXED)
     ]
     difference = max_difference(module, serialized, batches)
-    if not difference <= tolerance:  # also refuses NaN
+    rounding = None if difference <= tolerance else float32_rounding(module, batches)
+    if not (difference <= tolerance or difference <= ROUNDING_FACTOR * rounding):  # NaN fails
         raise ExportError(
-            f"onnxruntime differs from PyTorch by {difference:.3g} on {state['model_name']} "
-            f"(limit {tolerance:g}); the export was not written"
+            f"onnxruntime differs from PyTorch by {difference:.3g} on {state['model_name']}, over "
+            f"the limit of {tolerance:g} and over {ROUNDING_FACTOR}x PyTorch's own float32 "
+            f"rounding ({rounding:.3g}); the export was not written"
         )
     with atomic_write(out) as file:
         file.write(serialized)
@@ -115,6 +122,7 @@ def export_onnx(
         dynamic_batch=dynamic_batch,
         include_preprocessing=include_preprocessing,
         max_abs_diff=difference,
+        float32_rounding=rounding,
         images_checked=sum(len(batch) for batch in batches),
         size_bytes=len(serialized),
     )
@@ -197,6 +205,18 @@ def max_difference(module: nn.Module, serialized: bytes, batches: Sequence[Tenso
             expected = module(batch).float().numpy()
         (actual,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})
         largest = max(largest, float(np.abs(actual - expected).max()))
+    return largest
+
+
+def float32_rounding(module: nn.Module, batches: Sequence[Tensor]) -> float:
+    """The largest |PyTorch float32 - PyTorch float64| over the logits of `batches`."""
+    exact = copy.deepcopy(module).double()
+    largest = 0.0
+    with torch.inference_mode():
+        for batch in batches:
+            wide = batch if batch.dtype == torch.uint8 else batch.double()
+            error = (module(batch).double() - exact(wide)).abs().max().item()
+            largest = max(largest, error)
     return largest
 
 

@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from cnnlab.deploy.uploads import decode_upload
 from cnnlab.engine.checkpoint import model_from_checkpoint
-from cnnlab.engine.evaluate import inference_mode
 from cnnlab.errors import OptionError
 from cnnlab.explain import explain
 
@@ -92,7 +91,8 @@ class ServedModel:
     def predict(self, data: bytes, topk: int) -> dict:
         """`{"model", "top": [{"class", "probability"}, ...]}` for an uploaded image."""
         batch = self.decode(data)
-        with self.borrowed() as model, inference_mode(model):
+        # Served networks stay in eval mode (`explain` restores it), so no mode switch here.
+        with self.borrowed() as model, torch.inference_mode():
             probabilities = model(batch).float().softmax(dim=-1)[0]
         return {"model": self.name, "top": self._top(probabilities.numpy(), topk)}
 

@@ -70,6 +70,8 @@ def decode_upload(
         except (OSError, ValueError, SyntaxError, EOFError) as error:
             raise UploadError(422, f"the image data is truncated or corrupt ({error})") from None
     tensor = pil_to_tensor(converted)
+    if tuple(tensor.shape[1:]) == (size, size):
+        return tensor
     return resize_uint8(tensor[None], size)[0]
 
 

@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=60, help="timed runs per side")
     args = parser.parse_args()
     state = checkpoint_state()
-    wait_for_quiet_machine(max_load=3.0, timeout=300)
+    wait_for_quiet_machine(max_load=3.0, timeout=60)
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "resnet18.onnx"
         report = export_onnx(state, path)

@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--flood", type=int, default=200, help="concurrent requests per flood")
     parser.add_argument("--sequential", type=int, default=100, help="requests per latency run")
     args = parser.parse_args()
-    wait_for_quiet_machine(max_load=3.0, timeout=300)
+    wait_for_quiet_machine(max_load=3.0, timeout=60)
     image = digit_png()
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = Path(folder) / "lenet5_modern.pt"

@@ -76,6 +76,7 @@ from cnnlab.cli import (  # noqa: E402,F401
     bench_cmd,
     compare_cmd,
     data_cmd,
+    deploy_cmd,
     eval_cmd,
     explain_cmd,
     models_cmd,

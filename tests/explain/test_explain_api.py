@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import LayerGradCam
+from explain_nets import SharedReluNet, TinyGapNet, randomized_batch_norm
 
 import cnnlab
 from cnnlab.errors import InputSizeError, OptionError
 from cnnlab.explain import METHODS, Explanation, explain
 from cnnlab.explain.hooks import LayerRecording, trace_layers
 from cnnlab.explain.methods import gradcam_maps, optional_import
-from tests.explain.nets import SharedReluNet, TinyGapNet, randomized_batch_norm
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from explain_nets import TinyGapNet, randomized_batch_norm
 
 from cnnlab.explain import explain, files
 from cnnlab.explain.files import ExplainedFiles, explanation_figures, output_stems
 from cnnlab.explain.inputs import ImageFiles
-from tests.explain.nets import TinyGapNet, randomized_batch_norm
 
 
 @pytest.fixture

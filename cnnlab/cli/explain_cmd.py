@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
@@ -32,8 +34,12 @@ from cnnlab.explain.sanity import (
 )
 from cnnlab.fileio import atomic_write_text
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 CHECKPOINT_HELP = "A checkpoint file, or a run folder (its best.pt, else last.pt)."
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda or mps."
+SANITY_IMAGES = 16  # each randomization step explains every image again
 LAYER_HELP = "auto (the last feature block) or a module name such as layer4 or features.s4."
 
 
@@ -64,12 +70,16 @@ def explain_command(
     )
     for note in result.images.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-    figures = explanation_figures(result)
     report = None
     if sanity:
-        explained = next(iter(result.explanations.values())).targets
-        report = sanity_checks(model, result.images.inputs, methods, explained, layer)
-        figures["sanity.png"] = sanity_figure(report)
+        explained = next(iter(result.explanations.values())).targets[:SANITY_IMAGES]
+        inputs = result.images.inputs[:SANITY_IMAGES]
+        if len(result.images.inputs) > SANITY_IMAGES:
+            console.print(f"[yellow]note:[/] --sanity checks the first {SANITY_IMAGES} images")
+        report = sanity_checks(model, inputs, methods, explained, layer)
+    figures = explanation_figures(result)
+    if report is not None:
+        figures = itertools.chain(figures, [("sanity.png", sanity_figure(report))])
     written = write_figures(figures, out)
     if report is not None:
         atomic_write_text(out / "sanity.md", sanity_markdown(report))
@@ -98,7 +108,7 @@ def features_command(
         raise OptionError("--layer draws the feature maps of an image; give the IMAGE too")
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint, device=torch_device)
-    figures = {}
+    figures: dict[str, Figure] = {}
     if layer is not None and image is not None:
         files = load_image_files([image], state, torch_device)
         for note in files.notes:
@@ -111,7 +121,7 @@ def features_command(
         size = "x".join(map(str, weight.shape[2:]))
         title = f"{state['model_name']} {name}\n{weight.shape[0]} filters of {size}"
         figures["filters.png"] = filters_figure(weight, title)
-    for path in write_figures(figures, out):
+    for path in write_figures(figures.items(), out):
         console.print(f"wrote {path}")
 
 

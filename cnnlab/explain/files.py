@@ -1,13 +1,15 @@
-"""Explaining image files with a trained checkpoint: every map is computed, then every figure
-built, and only then is anything written (atomically), so bad input leaves no partial output."""
+"""Explaining image files with a trained checkpoint: every map is computed before anything is
+written, so bad input leaves no partial output; figures are then drawn and written (each
+atomically) one at a time."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,7 +22,8 @@ from cnnlab.explain.render import comparison_figure, explanation_figure
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-COMPARISON_FILE = "comparison.png"
+BATCH_SIZE = 32  # images explained at once
+GRID_ROWS = 16  # images per comparison grid
 
 
 def parse_methods(values: Sequence[str]) -> list[str]:
@@ -72,8 +75,25 @@ def explain_files(
     classes = list(checkpoint["classes"])
     chosen = parse_target(target, classes)
     images = load_image_files(paths, checkpoint, device)
-    explanations = {m: explain(model, images.inputs, m, chosen, layer) for m in methods}
+    explanations = {m: _explain_in_batches(model, images.inputs, m, chosen, layer) for m in methods}
     return ExplainedFiles(images, classes, explanations)
+
+
+def _explain_in_batches(
+    model: nn.Module, inputs: torch.Tensor, method: str, target: str | int, layer: str
+) -> Explanation:
+    """`explain` on `BATCH_SIZE` images at a time (memory), joined into one `Explanation`."""
+    parts = [
+        explain(model, inputs[start : start + BATCH_SIZE], method, target, layer)
+        for start in range(0, len(inputs), BATCH_SIZE)
+    ]
+    return Explanation(
+        maps=np.concatenate([part.maps for part in parts]),
+        targets=[index for part in parts for index in part.targets],
+        probabilities=np.concatenate([part.probabilities for part in parts]),
+        method=method,
+        layer=parts[0].layer,
+    )
 
 
 def output_stems(paths: Sequence[Path]) -> list[str]:
@@ -96,28 +116,37 @@ def caption(result: ExplainedFiles, index: int, explanation: Explanation) -> str
     )
 
 
-def explanation_figures(result: ExplainedFiles) -> dict[str, Figure]:
-    """File name -> figure: one per image and method, and a comparison grid for several."""
-    figures: dict[str, Figure] = {}
+def explanation_figures(result: ExplainedFiles) -> Iterator[tuple[str, Figure]]:
+    """(file name, figure) pairs, drawn one at a time: one per image and method, and for
+    several methods grids of up to `GRID_ROWS` images (`comparison.png`, or numbered)."""
     pixels = result.images.pixels.cpu()
     stems = output_stems(result.images.paths)
     for method, explanation in result.explanations.items():
         for index, stem in enumerate(stems):
             text = caption(result, index, explanation)
-            figures[f"{stem}.{method}.png"] = explanation_figure(
-                pixels[index], explanation.maps[index], method=method, caption=text
+            yield (
+                f"{stem}.{method}.png",
+                explanation_figure(
+                    pixels[index], explanation.maps[index], method=method, caption=text
+                ),
             )
-    if len(result.explanations) > 1:
-        first = next(iter(result.explanations.values()))
-        titles = [
-            caption(result, i, first).replace(": ", "\n", 1).replace(", ", "\n", 1)
-            for i in range(len(stems))
-        ]
-        maps = {method: explanation.maps for method, explanation in result.explanations.items()}
-        figures[COMPARISON_FILE] = comparison_figure(pixels, maps, titles)
-    return figures
+    if len(result.explanations) < 2:
+        return
+    first = next(iter(result.explanations.values()))
+    titles = [
+        caption(result, i, first).replace(": ", "\n", 1).replace(", ", "\n", 1)
+        for i in range(len(stems))
+    ]
+    starts = range(0, len(stems), GRID_ROWS)
+    for number, start in enumerate(starts, start=1):
+        rows = slice(start, start + GRID_ROWS)
+        maps = {
+            method: explanation.maps[rows] for method, explanation in result.explanations.items()
+        }
+        name = "comparison.png" if len(starts) == 1 else f"comparison-{number}.png"
+        yield name, comparison_figure(pixels[rows], maps, titles[rows])
 
 
-def write_figures(figures: dict[str, Figure], out: Path) -> list[Path]:
-    """Save every figure into `out` (each atomically)."""
-    return [save_figure(figure, out / name) for name, figure in figures.items()]
+def write_figures(figures: Iterable[tuple[str, Figure]], out: Path) -> list[Path]:
+    """Save each figure into `out` (atomically) as it is drawn."""
+    return [save_figure(figure, out / name) for name, figure in figures]

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-
-from tests.explain.nets import TinyGapNet, train_left_half_net
+from explain_nets import TinyGapNet, train_left_half_net
 
 
 @contextlib.contextmanager

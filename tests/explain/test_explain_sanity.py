@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from explain_nets import TinyGapNet
 
 import cnnlab
 from cnnlab.explain.sanity import (
@@ -16,7 +17,6 @@ from cnnlab.explain.sanity import (
     sanity_csv,
     sanity_markdown,
 )
-from tests.explain.nets import TinyGapNet
 
 
 def test_units_are_blocks_or_top_level_layers_in_declaration_order() -> None:

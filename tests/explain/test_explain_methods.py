@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from explain_nets import FlattenHeadNet, TinyGapNet, randomized_batch_norm
 from pytorch_grad_cam import GradCAMPlusPlus, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
@@ -14,7 +15,6 @@ import cnnlab
 from cnnlab.errors import OptionError
 from cnnlab.explain import explain
 from cnnlab.explain.methods import cam_maps, gradcam_plus_plus_maps, scorecam_maps
-from tests.explain.nets import FlattenHeadNet, TinyGapNet, randomized_batch_norm
 
 TARGETS = torch.tensor([0, 2, 1])
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from captum.attr import LayerGradCam
+from explain_nets import SharedReluNet, TinyGapNet, randomized_batch_norm
 
 import cnnlab
 from cnnlab.errors import InputSizeError, OptionError
 from cnnlab.explain import METHODS, Explanation, explain
-from cnnlab.explain.hooks import LayerRecording
+from cnnlab.explain.hooks import LayerRecording, trace_layers
 from cnnlab.explain.methods import gradcam_maps, optional_import
-from tests.explain.nets import SharedReluNet, TinyGapNet, randomized_batch_norm
 
 
 @pytest.fixture
@@ -162,3 +162,24 @@ def test_a_network_without_forward_features_needs_a_named_layer() -> None:
     with pytest.raises(OptionError, match="pass --layer with one of: 0, 1, 2"):
         explain(model, torch.randn(1, 1, 6, 6))
     assert explain(model, torch.randn(1, 1, 6, 6), layer="1").layer == "1"
+
+
+@pytest.mark.parametrize(
+    ("name", "block"),
+    [
+        ("alexnet", "features.12"),
+        ("googlenet", "inception5b"),
+        ("inception_v3", "Mixed_7c"),
+        ("lenet5_modern", "features.s4"),
+        ("nin", "features.9"),
+        ("resnet20", "layer3"),
+        ("resnext50_32x4d", "layer4"),
+        ("vgg16_bn", "features.43"),
+    ],
+)
+def test_auto_is_the_last_feature_block_of_every_family(name: str, block: str) -> None:
+    with torch.device("meta"):
+        model = cnnlab.create_model(name).eval()
+    channels, height, width = cnnlab.model_info(name).input_size
+    trace = trace_layers(model, torch.empty(1, channels, height, width, device="meta"))
+    assert trace.last_block == block and block in trace.feature_layers

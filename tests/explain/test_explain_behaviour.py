@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from explain_nets import CroppingNet, randomized_batch_norm
 
 from cnnlab.explain import explain
 from cnnlab.explain.sanity import randomization_test
-from tests.explain.nets import CroppingNet, randomized_batch_norm
 
 
 def test_gradcam_puts_the_heat_on_the_half_the_class_depends_on(left_half_net) -> None:

@@ -14,8 +14,6 @@ from cnnlab.errors import UnknownNameError
 from cnnlab.models import count_parameters, list_models, model_info
 from cnnlab.summary import ModelSummary, summarize
 
-_GLOB_CHARACTERS = set("*?[")
-
 
 @app.command("models")
 def models_command(
@@ -24,7 +22,7 @@ def models_command(
     ),
 ) -> None:
     """List the registered models with their size at the default configuration."""
-    names = list_models(pattern if _GLOB_CHARACTERS & set(pattern) else f"*{pattern}*")
+    names = list_models(pattern)
     if not names:
         raise UnknownNameError("model pattern", pattern, list_models())
     table = Table(title=f"{len(names)} model{'' if len(names) == 1 else 's'}")

@@ -68,7 +68,8 @@ def train_command(ctx: typer.Context, **params: object) -> None:
                 warnings.simplefilter("ignore", CnnlabWarning)
             result = train(run_config, resume=resume, progress=not quiet, force=ctx.params["force"])
     except KeyboardInterrupt:
-        error_console.print(_interrupted_message(Path(resume or run_config.run_dir)))
+        message = _interrupted_message(Path(resume or run_config.run_dir))
+        error_console.print(message, highlight=False, soft_wrap=True)
         raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
     if result.status == "diverged":
         if os.environ.get("RANK", "0") == "0":

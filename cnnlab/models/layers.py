@@ -76,17 +76,40 @@ class ClassifierNet(nn.Module):
         """The final layer that maps features to class scores."""
         return self.get_submodule(self.classifier_name)
 
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled features the classifier takes (timm's `num_features`)."""
+        return self._head_layout()[1]
+
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the final layer with a freshly initialized one for `num_classes` classes."""
-        old = self.get_classifier()
-        if isinstance(old, nn.Linear):
-            new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
-        elif isinstance(old, nn.Conv2d):
-            new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding)
+        """Replace the final layer with a freshly initialized one for `num_classes` classes.
+
+        `num_classes=0` removes it, as timm's does: the network then returns its pooled
+        features, `(N, num_features)`; a later call puts a classifier back.
+        """
+        kind, width, options = self._head_layout()
+        self._removed_head = (kind, width, options)  # a plain tuple: not a submodule
+        if num_classes == 0:
+            new: nn.Module = nn.Identity()
+        elif kind == "linear":
+            new = nn.Linear(width, num_classes, **options)
         else:
-            raise TypeError(f"cannot reset classifier of type {type(old).__name__}")
-        new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+            new = nn.Conv2d(width, num_classes, **options)
+        template = next(self.parameters())
+        new = new.to(device=template.device, dtype=template.dtype)
         parent_name, _, child_name = self.classifier_name.rpartition(".")
         parent = self.get_submodule(parent_name) if parent_name else self
         setattr(parent, child_name, new)
         self.num_classes = num_classes
+
+    def _head_layout(self) -> tuple[str, int, dict]:
+        """The classifier's kind, input width and options (remembered while it is removed)."""
+        old = self.get_classifier()
+        if isinstance(old, nn.Linear):
+            return "linear", old.in_features, {"bias": old.bias is not None}
+        if isinstance(old, nn.Conv2d):
+            layout = {"kernel_size": old.kernel_size, "stride": old.stride, "padding": old.padding}
+            return "conv", old.in_channels, layout
+        if isinstance(old, nn.Identity) and hasattr(self, "_removed_head"):
+            return self._removed_head
+        raise TypeError(f"cannot reset classifier of type {type(old).__name__}")

@@ -41,3 +41,12 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
         images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
     )
     return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+GRAYSCALE_MODES = ("1", "L", "LA", "La", "I", "I;16", "F")
+
+
+def stored_channels(path: str | Path) -> int:
+    """How many channels a readable image file holds as `read_image` sees them: 1 or 3."""
+    with Image.open(path) as image:
+        return 1 if image.mode in GRAYSCALE_MODES else 3

@@ -42,7 +42,7 @@ def plot_curves(history: list[dict], path: str | Path, *, title: str | None = No
     if not history:
         raise DataError("no epochs to plot: the training history is empty")
     epochs = [row.get("epoch", number) for number, row in enumerate(history, start=1)]
-    figure = _new_figure(10, 4)
+    figure = new_figure(10, 4)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     marker = "o" if len(history) <= MAX_MARKED_EPOCHS else None
     curves = (
@@ -75,7 +75,7 @@ def plot_curves(history: list[dict], path: str | Path, *, title: str | None = No
             axes.legend(frameon=False, fontsize=9)
     if title:
         figure.suptitle(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_confusion(
@@ -101,7 +101,7 @@ def plot_confusion(
     totals = counts.sum(axis=1, keepdims=True)
     fractions = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     side = min(max(0.45 * size + 3.0, 5.0), 18.0)
-    figure = _new_figure(side + 1.2, side)
+    figure = new_figure(side + 1.2, side)
     axes = figure.subplots()
     image = axes.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
     colorbar = figure.colorbar(image, ax=axes, shrink=0.8, format=PercentFormatter(xmax=1.0))
@@ -119,7 +119,7 @@ def plot_confusion(
     total = int(counts.sum())
     accuracy = np.trace(counts) / total if total else float("nan")
     axes.set_title(title or f"confusion matrix: {total:,} images, accuracy {accuracy:.2%}")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _annotate_counts(axes: Axes, counts: np.ndarray, fractions: np.ndarray) -> None:
@@ -155,7 +155,7 @@ def _style(axes: Axes) -> None:
     axes.spines[["top", "right"]].set_visible(False)
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def new_figure(width: float, height: float) -> Figure:
     """An empty figure on the Agg canvas (inches), laid out to fit its labels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -165,7 +165,7 @@ def _new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def _save(figure: Figure, path: str | Path) -> Path:
+def save_figure(figure: Figure, path: str | Path) -> Path:
     """Render `figure` into `path` atomically; the format follows the suffix."""
     path = Path(path)
     with atomic_write(path) as file:

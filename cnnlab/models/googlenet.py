@@ -23,7 +23,13 @@ from torch import nn
 
 from cnnlab.errors import OptionError
 from cnnlab.models.layers import AuxOutputs, ClassifierNet
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import (
+    ModelOption,
+    dropout_option,
+    in_channels_option,
+    num_classes_option,
+    register_model,
+)
 
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
@@ -194,9 +200,18 @@ class InceptionNet(ClassifierNet):
         logits = self.forward_head(features)
         return AuxOutputs(logits, aux_logits) if with_aux else logits
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace `fc` and the auxiliary heads' classifiers with fresh ones for `num_classes`."""
-        super().reset_classifier(num_classes)
+    def named_stages(self) -> list[tuple[str, nn.Module]]:
+        """The stem's convolutions, each Inception module, then `fc`; no auxiliary head."""
+        return [
+            (name, module)
+            for name, module in self.named_children()
+            if name not in self.aux_head_names and any(True for _ in module.parameters())
+        ]
+
+    def reset_classifier(self, num_classes: int, hidden: int = 0) -> None:
+        """Replace `fc` (with a hidden layer first if `hidden`) and the auxiliary heads'
+        classifiers with fresh ones for `num_classes`."""
+        super().reset_classifier(num_classes, hidden)
         for head in self.aux_heads():
             head.reset_classifier(num_classes)
 
@@ -283,20 +298,25 @@ class GoogLeNet(InceptionNet):
         return x, tuple(aux_logits)
 
 
+GOOGLENET_OPTIONS = {
+    "num_classes": num_classes_option(),
+    "in_channels": in_channels_option(),
+    "aux_logits": ModelOption(True, "the two auxiliary classifiers (training mode only)"),
+    "dropout": dropout_option(0.2),
+    "aux_dropout": ModelOption(AUX_DROPOUT, "dropout probability in the auxiliary classifiers"),
+    "paper_5x5": ModelOption(
+        False, "5x5 convolutions in the 5x5 branches as in the paper (torchvision uses 3x3)"
+    ),
+}
+
+
 @register_model(
     input_size=(3, 224, 224),
     paper="Szegedy et al. 2014, arXiv:1409.4842",
     mean=INCEPTION_MEAN,
     std=INCEPTION_STD,
+    options=GOOGLENET_OPTIONS,
 )
-def googlenet(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    aux_logits: bool = True,
-    dropout: float = 0.2,
-    aux_dropout: float = AUX_DROPOUT,
-    paper_5x5: bool = False,
-) -> GoogLeNet:
+def googlenet(**options) -> GoogLeNet:
     """GoogLeNet (Inception-v1): nine Inception modules, two auxiliary classifiers."""
-    return GoogLeNet(num_classes, in_channels, aux_logits, dropout, aux_dropout, paper_5x5)
+    return GoogLeNet(**options)

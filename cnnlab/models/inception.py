@@ -41,7 +41,13 @@ from cnnlab.models.googlenet import (
     init_truncated_normal,
 )
 from cnnlab.models.layers import ClassifierNet
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import (
+    ModelOption,
+    dropout_option,
+    in_channels_option,
+    num_classes_option,
+    register_model,
+)
 
 
 class InceptionA(nn.Module):
@@ -258,18 +264,21 @@ class Inception3(InceptionNet):
         return x, aux_logits
 
 
+INCEPTION_V3_OPTIONS = {
+    "num_classes": num_classes_option(),
+    "in_channels": in_channels_option(),
+    "aux_logits": ModelOption(True, "the auxiliary classifier (training mode only)"),
+    "dropout": dropout_option(0.5),
+}
+
+
 @register_model(
     input_size=(3, 299, 299),
     paper="Szegedy et al. 2015, arXiv:1512.00567",
     mean=INCEPTION_MEAN,
     std=INCEPTION_STD,
+    options=INCEPTION_V3_OPTIONS,
 )
-def inception_v3(
-    *,
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    aux_logits: bool = True,
-    dropout: float = 0.5,
-) -> Inception3:
+def inception_v3(**options) -> Inception3:
     """Inception-v3: factorized convolutions, grid-size reductions, one auxiliary classifier."""
-    return Inception3(num_classes, in_channels, aux_logits, dropout)
+    return Inception3(**options)

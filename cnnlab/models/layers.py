@@ -8,12 +8,14 @@ transfer modes and classic CAM rely on it and need no per-model special cases.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from cnnlab.errors import OptionError
+from cnnlab.models.registry import input_size_error
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -47,6 +49,16 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def scaled(channels: int, width: float, multiple: int = 1) -> int:
+    """`channels` times the channel multiplier `width`, rounded to a positive `multiple`.
+
+    Exact at `width=1.0`, so the default networks keep the papers' (and torchvision's) sizes.
+    """
+    if not 0 < width <= 16:
+        raise OptionError(f"width is a channel multiplier in (0, 16], got {width}")
+    return max(multiple, round(channels * width / multiple) * multiple)
+
+
 def make_pool(kind: str, kernel_size: int, stride: int | None = None, **options) -> nn.Module:
     """A 2-D pooling layer: `kind` is `max` or `avg`."""
     if kind not in POOLINGS:
@@ -63,6 +75,19 @@ class ClassifierNet(nn.Module):
 
     classifier_name: str = "fc"
 
+    def __call__(self, *args, **kwargs):
+        """`nn.Module`'s call; an input the network cannot take raises the registry's one line.
+
+        Costs nothing on success: the size is only examined once a forward pass has failed.
+        """
+        try:
+            return super().__call__(*args, **kwargs)
+        except (RuntimeError, ValueError, IndexError) as failure:
+            error = input_size_error(self, args[0] if args else None)
+            if error is None:
+                raise
+            raise error from failure
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -76,25 +101,44 @@ class ClassifierNet(nn.Module):
         """The final layer that maps features to class scores."""
         return self.get_submodule(self.classifier_name)
 
+    def named_stages(self) -> list[tuple[str, nn.Module]]:
+        """The network's stages in forward order, the classifier last: what `last:K` unfreezes.
+
+        By default each convolution or linear layer is a stage, together with the batch norms
+        that follow it; families with blocks (ResNet, Inception) override this with their blocks.
+        Auxiliary classifiers belong to no stage.
+        """
+        stages: list[tuple[str, list[nn.Module]]] = []
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                stages.append((name, [module]))
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm) and stages:
+                stages[-1][1].append(module)
+        return [(name, _group(modules)) for name, modules in stages]
+
     @property
     def num_features(self) -> int:
         """Width of the pooled features the classifier takes (timm's `num_features`)."""
         return self._head_layout()[1]
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, hidden: int = 0) -> None:
         """Replace the final layer with a freshly initialized one for `num_classes` classes.
 
         `num_classes=0` removes it, as timm's does: the network then returns its pooled
-        features, `(N, num_features)`; a later call puts a classifier back.
+        features, `(N, num_features)`; a later call puts a classifier back. `hidden > 0` puts
+        a hidden layer of that width (with ReLU) before it: the new classifier is then a
+        two-layer `nn.Sequential`.
         """
-        kind, width, options = self._head_layout()
-        self._removed_head = (kind, width, options)  # a plain tuple: not a submodule
+        layer, features = self._head_layout()
+        self._head = (layer, features)  # a plain tuple, not a submodule: kept while removed
         if num_classes == 0:
             new: nn.Module = nn.Identity()
-        elif kind == "linear":
-            new = nn.Linear(width, num_classes, **options)
+        elif hidden > 0:
+            new = nn.Sequential(
+                layer(features, hidden), nn.ReLU(inplace=True), layer(hidden, num_classes)
+            )
         else:
-            new = nn.Conv2d(width, num_classes, **options)
+            new = layer(features, num_classes)
         template = next(self.parameters())
         new = new.to(device=template.device, dtype=template.dtype)
         parent_name, _, child_name = self.classifier_name.rpartition(".")
@@ -102,14 +146,25 @@ class ClassifierNet(nn.Module):
         setattr(parent, child_name, new)
         self.num_classes = num_classes
 
-    def _head_layout(self) -> tuple[str, int, dict]:
-        """The classifier's kind, input width and options (remembered while it is removed)."""
+    def _head_layout(self) -> tuple[Callable[[int, int], nn.Module], int]:
+        """A factory of classifier layers like the current one, and their input width.
+
+        While the classifier is removed (`reset_classifier(0)`) the last one's are kept.
+        """
         old = self.get_classifier()
+        if isinstance(old, nn.Identity) and hasattr(self, "_head"):
+            return self._head
+        if isinstance(old, nn.Sequential):  # a head made earlier with `hidden`
+            old = old[0]
+        bias = getattr(old, "bias", None) is not None
         if isinstance(old, nn.Linear):
-            return "linear", old.in_features, {"bias": old.bias is not None}
+            return partial(nn.Linear, bias=bias), old.in_features
         if isinstance(old, nn.Conv2d):
-            layout = {"kernel_size": old.kernel_size, "stride": old.stride, "padding": old.padding}
-            return "conv", old.in_channels, layout
-        if isinstance(old, nn.Identity) and hasattr(self, "_removed_head"):
-            return self._removed_head
+            geometry = {"kernel_size": old.kernel_size, "stride": old.stride, "padding": old.padding}
+            return partial(nn.Conv2d, bias=bias, **geometry), old.in_channels
         raise TypeError(f"cannot reset classifier of type {type(old).__name__}")
+
+
+def _group(modules: list[nn.Module]) -> nn.Module:
+    """One module for a stage made of several (a layer and its batch norm), sharing them."""
+    return modules[0] if len(modules) == 1 else nn.ModuleList(modules)

@@ -17,9 +17,14 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.errors import OptionError
+from cnnlab.errors import InputSizeError, OptionError
 from cnnlab.models.layers import ClassifierNet, make_activation, make_pool
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import (
+    ModelOption,
+    in_channels_option,
+    num_classes_option,
+    register_model,
+)
 
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)
@@ -44,7 +49,7 @@ def _feature_side(image_size: int, kernel_size: int, pool_size: int) -> int:
     for _ in ("C1/S2", "C3/S4"):
         side = (side - kernel_size + 1) // pool_size
         if side < 1:
-            raise OptionError(
+            raise InputSizeError(
                 f"LeNet-5 with kernel_size={kernel_size} and pool_size={pool_size} leaves no "
                 f"feature map at image_size={image_size}; use larger images or a smaller kernel_size or pool_size"
             )
@@ -155,21 +160,21 @@ _PAPER = "LeCun et al. 1998, Proc. IEEE 86(11):2278-2324"
 
 # The knobs of the classic LeNet ablations; the two variants differ only in their defaults.
 FAITHFUL_OPTIONS = {
-    "num_classes": 10,
-    "in_channels": 1,
-    "image_size": 32,
-    "activation": "sigmoid",
-    "pooling": "avg",
-    "kernel_size": 5,
-    "pool_size": 2,
-    "batch_norm": False,
+    "num_classes": num_classes_option(10),
+    "in_channels": in_channels_option(1),
+    "image_size": ModelOption(32, "input side the fully connected layers are sized for"),
+    "activation": ModelOption("sigmoid", "hidden-layer activation: sigmoid, tanh, relu, ..."),
+    "pooling": ModelOption("avg", "subsampling layers: avg or max pooling"),
+    "kernel_size": ModelOption(5, "side of the convolution kernels (C1, C3)"),
+    "pool_size": ModelOption(2, "side and stride of the pooling windows (1: no pooling)"),
+    "batch_norm": ModelOption(False, "batch norm after every hidden layer"),
 }
 MODERN_OPTIONS = {
     **FAITHFUL_OPTIONS,
-    "image_size": 28,
-    "activation": "relu",
-    "pooling": "max",
-    "batch_norm": True,
+    "image_size": ModelOption(28, FAITHFUL_OPTIONS["image_size"].help),
+    "activation": ModelOption("relu", FAITHFUL_OPTIONS["activation"].help),
+    "pooling": ModelOption("max", FAITHFUL_OPTIONS["pooling"].help),
+    "batch_norm": ModelOption(True, FAITHFUL_OPTIONS["batch_norm"].help),
 }
 
 

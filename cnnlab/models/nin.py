@@ -15,7 +15,12 @@ import torch
 from torch import nn
 
 from cnnlab.models.layers import ClassifierNet
-from cnnlab.models.registry import register_model
+from cnnlab.models.registry import (
+    ModelOption,
+    in_channels_option,
+    num_classes_option,
+    register_model,
+)
 
 
 class MLPConv(nn.Sequential):
@@ -90,7 +95,16 @@ class NiN(ClassifierNet):
         return torch.flatten(self.global_pool(self.classifier(x)), 1)
 
 
-@register_model(input_size=(3, 224, 224), paper="Lin, Chen & Yan 2013, arXiv:1312.4400")
-def nin(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5) -> NiN:
+NIN_OPTIONS = {
+    "num_classes": num_classes_option(),
+    "in_channels": in_channels_option(),
+    "dropout": ModelOption(0.5, "dropout probability after each of the first three mlpconv blocks"),
+}
+
+
+@register_model(
+    input_size=(3, 224, 224), paper="Lin, Chen & Yan 2013, arXiv:1312.4400", options=NIN_OPTIONS
+)
+def nin(**options) -> NiN:
     """Network in Network: four mlpconv blocks and global average pooling, no FC layer."""
-    return NiN(num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+    return NiN(**options)

@@ -1,8 +1,11 @@
 """The model registry, in the manner of timm: `register_model`, `create_model`, `list_models`.
 
-Each family module registers its variants with `@register_model(...)` on a small entrypoint
-function whose keyword arguments are the variant's options. Options are explicit: an unknown
-option is an error that lists the valid ones, never silently swallowed.
+Each family module declares its options once, as a dict of `ModelOption(default, help)`, and
+registers its variants with `@register_model(..., options=...)` on small entrypoints taking
+`**options`. The registry gives each entrypoint the matching keyword-only signature and an
+"Options" section in its docstring, so `help(cnnlab.models.resnet18)` and `cnnlab models
+resnet18` show the same options, defaults and meanings. Options are explicit: an unknown option
+is an error that lists the valid ones, never silently swallowed.
 """
 
 from __future__ import annotations
@@ -16,14 +19,41 @@ import torch
 from torch import nn
 
 from cnnlab.errors import InputSizeError, OptionError, UnknownNameError
+from cnnlab.weights import load_builtin_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
+class ModelOption:
+    """One option of a model family: its default and what it changes, in a few words."""
+
+    default: object
+    help: str
+
+
+def num_classes_option(default: int = 1000) -> ModelOption:
+    return ModelOption(default, "classes the classifier predicts (set from the data when training)")
+
+
+def in_channels_option(default: int = 3) -> ModelOption:
+    return ModelOption(
+        default, "channels of the input images: 1 grayscale, 3 RGB (set from the data)"
+    )
+
+
+def dropout_option(default: float) -> ModelOption:
+    return ModelOption(default, "dropout probability before the classifier's linear layers")
+
+
+@dataclass(frozen=True)
 class ModelInfo:
-    """Metadata of one registered variant."""
+    """Metadata of one registered variant.
+
+    `mean`/`std` are the normalization its reference weights (ImageNet, MNIST, CIFAR-10) were
+    trained with: the default when those weights are loaded or transferred.
+    """
 
     name: str
     family: str
@@ -33,7 +63,12 @@ class ModelInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     builder: Callable[..., nn.Module] = field(repr=False)
-    defaults: dict[str, object] = field(repr=False)
+    options: dict[str, ModelOption] = field(repr=False)
+
+    @property
+    def defaults(self) -> dict[str, object]:
+        """Each option's default value."""
+        return {name: option.default for name, option in self.options.items()}
 
     @property
     def takes_image_size(self) -> bool:
@@ -50,14 +85,12 @@ def register_model(
     paper: str,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
-    options: dict[str, object] | None = None,
+    options: dict[str, ModelOption],
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a model entrypoint under its function name.
+    """Register a model entrypoint (taking `**options`) under its function name.
 
-    The first line of the entrypoint's docstring becomes the model's description. The model's
-    options (with their defaults) are the entrypoint's keyword-only parameters or, for an
-    entrypoint that takes `**options` (variants of a family sharing one option set), the
-    `options` dict given here. Either way `create_model` refuses any other option.
+    The first line of the entrypoint's docstring becomes the model's description; `options`
+    are the variant's options with defaults and meanings. `create_model` refuses any other.
     """
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -65,10 +98,9 @@ def register_model(
         if name in _REGISTRY:
             raise ValueError(f"model '{name}' is registered twice")
         parameters = inspect.signature(builder).parameters.values()
-        takes_var_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-        if takes_var_keyword != (options is not None):
-            raise TypeError(f"{name}: give options= exactly when the entrypoint takes **options")
-        defaults = dict(options) if options is not None else {p.name: p.default for p in parameters}
+        if [p.kind for p in parameters] != [inspect.Parameter.VAR_KEYWORD]:
+            raise TypeError(f"{name}: a model entrypoint takes **options only")
+        _document_options(builder, options)
         _REGISTRY[name] = ModelInfo(
             name=name,
             family=builder.__module__.rpartition(".")[2],
@@ -78,11 +110,27 @@ def register_model(
             mean=mean,
             std=std,
             builder=builder,
-            defaults=defaults,
+            options=dict(options),
         )
         return builder
 
     return decorate
+
+
+def _document_options(builder: Callable[..., nn.Module], options: dict[str, ModelOption]) -> None:
+    """Give `builder` the keyword-only signature and the docstring section of its options."""
+    builder.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option.default)
+            for name, option in options.items()
+        ],
+        return_annotation=inspect.signature(builder).return_annotation,
+    )
+    lines = [
+        f"    {name} (default {option.default!r}): {option.help}"
+        for name, option in options.items()
+    ]
+    builder.__doc__ = f"{inspect.getdoc(builder) or ''}\n\nOptions:\n" + "\n".join(lines)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -104,7 +152,12 @@ def model_info(name: str) -> ModelInfo:
 
 
 def resolve_options(name: str, **options: object) -> dict[str, object]:
-    """The model's full option set: its defaults overridden by `options` (validated)."""
+    """The model's full option set: its defaults overridden by `options` (validated).
+
+    Each value must have its default's type (a bool, a whole number, a number, a string);
+    whole numbers are counts or sizes (at least 1), numbers are at least 0 and dropout
+    probabilities below 1. Which strings a family takes, it checks itself.
+    """
     info = model_info(name)
     unknown = sorted(set(options) - set(info.defaults))
     if unknown:
@@ -112,17 +165,54 @@ def resolve_options(name: str, **options: object) -> dict[str, object]:
             f"model '{name}' has no option {', '.join(map(repr, unknown))}; "
             f"valid options: {', '.join(info.defaults)}"
         )
+    for option, value in options.items():
+        expected = _expected_value(option, info.defaults[option], value)
+        if expected:
+            raise OptionError(f"model '{name}': {option}={value!r} is not valid; {expected}")
     return {**info.defaults, **options}
 
 
-def create_model(name: str, **options: object) -> nn.Module:
+def _expected_value(option: str, default: object, value: object) -> str | None:
+    """What `value` should be, judged by the option's default; None when it is fine."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"{option} is true or false"
+    if isinstance(default, int):
+        fine = number and value == int(value) and value >= 1
+        return None if fine else f"{option} is a whole number >= 1"
+    if isinstance(default, float):
+        if option.endswith("dropout"):
+            fine = number and 0 <= value < 1
+            return None if fine else f"{option} is a drop probability in [0, 1)"
+        return None if number and value >= 0 else f"{option} is a number >= 0"
+    if isinstance(default, str) and not isinstance(value, str):
+        return f"{option} is a name (a string)"
+    return None
+
+
+def create_model(name: str, weights: str | None = None, **options: object) -> nn.Module:
     """Build model `name` with `options` (e.g. `num_classes=10, in_channels=1`).
 
-    The returned module carries `model_name` and `model_options` (the resolved options), which
-    is all a checkpoint needs to rebuild it.
+    `weights` names built-in trained weights of the model (e.g. `"cifar10"` for
+    `resnet20`; see `cnnlab.weights`): the model is built with their options (which `options`
+    may not contradict) and loaded with them. The returned module carries `model_name` and
+    `model_options` (the resolved options), which is all a checkpoint needs to rebuild it.
     """
+    state = None
+    if weights is not None:
+        state = load_builtin_weights(f"{name}.{weights}")
+        trained = state["model_options"]
+        for key, value in options.items():
+            if key in trained and trained[key] != value:
+                raise OptionError(
+                    f"{name}.{weights} was trained with {key}={trained[key]!r}, not {value!r}; "
+                    "to train on other data start from it with cnnlab.transfer"
+                )
+        options = {**trained, **options}
     resolved = resolve_options(name, **options)
     model = model_info(name).builder(**resolved)
+    if state is not None:
+        model.load_state_dict(state["model_state"])
     model.model_name = name
     model.model_options = resolved
     return model
@@ -136,17 +226,19 @@ def count_parameters(name: str, **options: object) -> int:
 
 
 def _accepts(name: str, options: dict[str, object], shape: tuple[int, int, int]) -> bool:
-    """Whether a meta-device forward pass of one image of `shape` succeeds."""
+    """Whether a meta-device forward pass of one image of `shape` succeeds.
+
+    Networks built for one input size are built for `shape` unless `options` fix `image_size`.
+    Only errors of the size are a "no": a bad option value raises its own `OptionError`.
+    """
     info = model_info(name)
     if info.takes_image_size and "image_size" not in options:
         options = {**options, "image_size": shape[1]}
     with torch.device("meta"):
         try:
             model = info.builder(**resolve_options(name, **options)).eval()
-        except OptionError:
-            if not info.takes_image_size:
-                raise
-            return False  # its layer sizes, computed from image_size, leave no feature map
+        except InputSizeError:
+            return False  # layer sizes computed from image_size leave no feature map
         try:
             with torch.no_grad():
                 model(torch.empty(1, *shape))
@@ -156,10 +248,17 @@ def _accepts(name: str, options: dict[str, object], shape: tuple[int, int, int])
 
 
 def min_input_size(name: str, **options: object) -> int:
-    """The smallest square input side that model `name` (with `options`) accepts."""
+    """The smallest square input side that model `name` (with `options`) accepts.
+
+    For networks built for one input size, the smallest `image_size` they can be built for
+    (an `image_size` in `options` is ignored: it follows the input).
+    """
+    info = model_info(name)
     resolved = resolve_options(name, **options)
-    channels = int(resolved.get("in_channels", model_info(name).input_size[0]))
-    sizes = (8, 16, 32, 64, 128, 256, 512, model_info(name).input_size[1])
+    if info.takes_image_size:
+        options = {key: value for key, value in options.items() if key != "image_size"}
+    channels = int(resolved.get("in_channels", info.input_size[0]))
+    sizes = (8, 16, 32, 64, 128, 256, 512, info.input_size[1])
     first = next((s for s in sizes if _accepts(name, options, (channels, s, s))), None)
     if first is None:
         raise OptionError(f"model '{name}' with these options accepts no input size up to 512")
@@ -175,8 +274,9 @@ def min_input_size(name: str, **options: object) -> int:
 
 def check_input_size(name: str, shape: tuple[int, int, int], **options: object) -> None:
     """Raise `InputSizeError` with one clear line if model `name` cannot take `shape` (C, H, W)."""
+    info = model_info(name)
     resolved = resolve_options(name, **options)
-    channels = int(resolved.get("in_channels", model_info(name).input_size[0]))
+    channels = int(resolved.get("in_channels", info.input_size[0]))
     if shape[0] != channels:
         raise InputSizeError(
             f"model '{name}' was built for {channels}-channel input but the data has {shape[0]} "
@@ -185,15 +285,38 @@ def check_input_size(name: str, shape: tuple[int, int, int], **options: object) 
     if _accepts(name, options, shape):
         return
     smallest = min_input_size(name, **options)
+    side = min(shape[1:])
+    if side >= smallest and info.takes_image_size:
+        raise InputSizeError(
+            f"model '{name}' was built for image_size={resolved['image_size']} and cannot take "
+            f"{shape[1]}x{shape[2]} inputs; build it with image_size={shape[1]} "
+            f"(create_model_for_input does) or resize the images"
+        )
     hint = (
-        f"resize the images (e.g. `cnnlab train --image-size {max(smallest, 32)}`)"
-        if shape[1] < smallest
+        f"resize the images to at least {smallest}x{smallest} "
+        f"(e.g. `cnnlab train --image-size {smallest}`)"
+        if side < smallest
         else "use the model's default input size"
     )
     raise InputSizeError(
         f"model '{name}' cannot take {shape[1]}x{shape[2]} inputs; the smallest it accepts is "
-        f"{smallest}x{smallest} (default {'x'.join(map(str, model_info(name).input_size))}); {hint}"
+        f"{smallest}x{smallest} (default {'x'.join(map(str, info.input_size))}); {hint}"
     )
+
+
+def input_size_error(model: nn.Module, images: object) -> InputSizeError | None:
+    """The registry's one-line error when `model` (from `create_model`) cannot take `images`.
+
+    None when the model is not a registered one or the shape is not the problem.
+    """
+    name = getattr(model, "model_name", None)
+    if name is None or not isinstance(images, torch.Tensor) or images.dim() != 4:
+        return None
+    try:
+        check_input_size(name, tuple(images.shape[1:]), **model.model_options)
+    except InputSizeError as error:
+        return error
+    return None
 
 
 def create_model_for_input(

@@ -25,8 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import OptionError
-from cnnlab.models.layers import ClassifierNet
-from cnnlab.models.registry import register_model
+from cnnlab.models.layers import ClassifierNet, scaled
+from cnnlab.models.registry import (
+    ModelOption,
+    in_channels_option,
+    num_classes_option,
+    register_model,
+)
 
 # CIFAR-10 training-set channel statistics, the CIFAR variants' metadata (the paper subtracts
 # the per-pixel mean; cnnlab's engine normalizes per channel with statistics of the data).
@@ -168,6 +173,23 @@ def make_stage(
     return nn.Sequential(first, *rest)
 
 
+STEMS = ("paper", "cheap")
+
+
+def make_stem_conv(in_channels: int, channels: int, stem: str, small_input: bool) -> nn.Conv2d:
+    """The stem's convolution: 7x7 stride 2 (the paper's ImageNet stem), 3x3 stride 1
+    (`small_input`: the CIFAR networks') or 3x3 stride 2 (`cheap`: for 64-128 px inputs)."""
+    if stem not in STEMS:
+        raise OptionError(f"stem must be one of {', '.join(STEMS)}, not {stem!r}")
+    if stem == "cheap" and small_input:
+        raise OptionError("stem='cheap' and small_input=True conflict: pick one")
+    if stem == "cheap":
+        return nn.Conv2d(in_channels, channels, 3, stride=2, padding=1, bias=False)
+    if small_input:
+        return nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
+    return nn.Conv2d(in_channels, channels, 7, stride=2, padding=3, bias=False)
+
+
 class ResNet(ClassifierNet):
     """A stem, stages `layer1`..`layerN` (each after the first halves the map), pool, fc.
 
@@ -175,6 +197,10 @@ class ResNet(ClassifierNet):
     (before the block's expansion). The ImageNet stem is a 7x7 stride-2 convolution and a
     3x3 stride-2 max-pool; `small_input=True` swaps it for the CIFAR networks' 3x3 stride-1
     convolution without pooling, so 32x32 images keep 32x32 maps in the first stage.
+    `stem="cheap"` is a 3x3 stride-2 convolution without pooling, for 64-128 px inputs: the
+    first stage sees maps of half the input side (a quarter with the paper's stem, the whole
+    side with `small_input`). `width` multiplies every stage's channels (and the stem's), so
+    0.25-0.5 gives networks between LeNet and ResNet-18 in cost; 1.0 is the paper's network.
     `shortcut` picks option A or B where a block changes shape; `groups` and
     `width_per_group` shape the bottleneck's 3x3 (ResNeXt, wide ResNets).
     """
@@ -190,6 +216,8 @@ class ResNet(ClassifierNet):
         in_channels: int = 3,
         widths: Sequence[int] = (64, 128, 256, 512),
         small_input: bool = False,
+        stem: str = "paper",
+        width: float = 1.0,
         shortcut: str = "B",
         groups: int = 1,
         width_per_group: int = 64,
@@ -206,15 +234,14 @@ class ResNet(ClassifierNet):
             )
         if len(layers) != len(widths) or min(layers) < 1:
             raise OptionError(f"need one width per stage and >= 1 block each: {layers=}, {widths=}")
+        widths = [scaled(channels, width) for channels in widths]
         stem_width = widths[0]
-        if small_input:
-            self.conv1 = nn.Conv2d(in_channels, stem_width, 3, padding=1, bias=False)
-        else:
-            self.conv1 = nn.Conv2d(in_channels, stem_width, 7, stride=2, padding=3, bias=False)
+        self.conv1 = make_stem_conv(in_channels, stem_width, stem, small_input)
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
         # Identity keeps the module name (and so every other key of the state_dict) unchanged.
-        self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(3, stride=2, padding=1)
+        pooled = stem == "paper" and not small_input
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if pooled else nn.Identity()
         options = {"shortcut": shortcut, "groups": groups, "width_per_group": width_per_group}
         in_width = stem_width
         for index, (num_blocks, width) in enumerate(zip(layers, widths, strict=True)):
@@ -249,6 +276,12 @@ class ResNet(ClassifierNet):
         """The residual stages `layer1`, `layer2`, ... in order."""
         return (getattr(self, f"layer{index}") for index in range(1, self.num_stages + 1))
 
+    def named_stages(self) -> list[tuple[str, nn.Module]]:
+        """The stem (`conv1`, `bn1`), the residual stages `layer1`.., then `fc`."""
+        stem = ("stem", nn.ModuleList([self.conv1, self.bn1]))
+        layers = [(f"layer{index}", stage) for index, stage in enumerate(self.stages(), start=1)]
+        return [stem, *layers, ("fc", self.fc)]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for stage in self.stages():
@@ -274,13 +307,30 @@ ZAGORUYKO_2016 = "Zagoruyko & Komodakis 2016, arXiv:1605.07146"
 IMAGENET_INPUT = (3, 224, 224)
 
 # Options shared by the ImageNet variants and by the CIFAR variants (the paper's defaults).
+ZERO_INIT_RESIDUAL = ModelOption(
+    False, "start each block's last BN scale at zero, so every block begins as an identity"
+)
 IMAGENET_OPTIONS = {
-    "num_classes": 1000,
-    "in_channels": 3,
-    "small_input": False,
-    "zero_init_residual": False,
+    "num_classes": num_classes_option(),
+    "in_channels": in_channels_option(),
+    "small_input": ModelOption(
+        False, "3x3 stride-1 stem without max-pooling, for 32x32 images (CIFAR)"
+    ),
+    "stem": ModelOption(
+        "paper", "'cheap': a 3x3 stride-2 stem without max-pooling, for 64-128 px images"
+    ),
+    "width": ModelOption(1.0, "channel multiplier of every stage; 0.25-0.5 for small budgets"),
+    "zero_init_residual": ZERO_INIT_RESIDUAL,
 }
-CIFAR_OPTIONS = {"num_classes": 10, "in_channels": 3, "shortcut": "A", "zero_init_residual": False}
+CIFAR_OPTIONS = {
+    "num_classes": num_classes_option(10),
+    "in_channels": in_channels_option(),
+    "shortcut": ModelOption(
+        "A", "where a block changes shape: A zero-pads the identity, B projects (1x1 conv)"
+    ),
+    "width": ModelOption(1.0, "channel multiplier of every stage (2.0: 32-64-128 channels)"),
+    "zero_init_residual": ZERO_INIT_RESIDUAL,
+}
 imagenet_variant = register_model(
     input_size=IMAGENET_INPUT, paper=HE_2015, options=IMAGENET_OPTIONS
 )

@@ -16,6 +16,7 @@ from torch import nn
 from cnnlab.data.memory import DataSplits, TensorDataset
 from cnnlab.models import list_models, register_model
 from cnnlab.models.layers import AuxOutputs, ClassifierNet
+from cnnlab.models.registry import in_channels_option, num_classes_option
 
 QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
@@ -73,19 +74,22 @@ class TinyCNN(ClassifierNet):
         return logits
 
 
-def tiny_cnn(*, num_classes: int = 4, in_channels: int = 1) -> TinyCNN:
+TINY_OPTIONS = {"num_classes": num_classes_option(4), "in_channels": in_channels_option(1)}
+
+
+def tiny_cnn(**options) -> TinyCNN:
     """A two-stage CNN with global pooling, for tests."""
-    return TinyCNN(num_classes, in_channels, aux=False)
+    return TinyCNN(options["num_classes"], options["in_channels"], aux=False)
 
 
-def tiny_aux_cnn(*, num_classes: int = 4, in_channels: int = 1) -> TinyCNN:
+def tiny_aux_cnn(**options) -> TinyCNN:
     """`tiny_cnn` with an auxiliary classifier on the first stage, for tests."""
-    return TinyCNN(num_classes, in_channels, aux=True)
+    return TinyCNN(options["num_classes"], options["in_channels"], aux=True)
 
 
 for _builder in (tiny_cnn, tiny_aux_cnn):
     if _builder.__name__ not in list_models():
-        register_model(input_size=(1, 12, 12), paper="test network")(_builder)
+        register_model(input_size=(1, 12, 12), paper="test network", options=TINY_OPTIONS)(_builder)
 
 
 def write_image_folder(splits: DataSplits, root: Path) -> Path:

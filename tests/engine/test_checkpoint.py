@@ -17,11 +17,21 @@ from cnnlab.engine.checkpoint import (
 )
 from cnnlab.errors import CheckpointError
 from cnnlab.models import create_model, register_model
+from cnnlab.models.registry import ModelOption, in_channels_option, num_classes_option
 
 
-@register_model(input_size=(1, 8, 8), paper="test fixture")
-def checkpoint_test_net(*, num_classes: int = 3, in_channels: int = 1, width: int = 4) -> nn.Module:
+@register_model(
+    input_size=(1, 8, 8),
+    paper="test fixture",
+    options={
+        "num_classes": num_classes_option(3),
+        "in_channels": in_channels_option(1),
+        "width": ModelOption(4, "channels of the convolution"),
+    },
+)
+def checkpoint_test_net(**options) -> nn.Module:
     """A convolution, batch norm and a linear head: weights and buffers to round-trip."""
+    num_classes, in_channels, width = (options[k] for k in ("num_classes", "in_channels", "width"))
     return nn.Sequential(
         nn.Conv2d(in_channels, width, 3, padding=1),
         nn.BatchNorm2d(width),

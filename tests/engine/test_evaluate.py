@@ -17,14 +17,20 @@ from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.predict import predict_files
 from cnnlab.errors import DataError, OptionError
 from cnnlab.models import create_model, register_model
+from cnnlab.models.registry import in_channels_option, num_classes_option
 
 CLASSES = ["circle", "square", "triangle", "star", "heart", "moon", "cross"]
 MEAN, STD = (0.4,), (0.2,)
 
 
-@register_model(input_size=(1, 8, 8), paper="test fixture")
-def evaluate_test_net(*, num_classes: int = 7, in_channels: int = 1) -> nn.Module:
+@register_model(
+    input_size=(1, 8, 8),
+    paper="test fixture",
+    options={"num_classes": num_classes_option(7), "in_channels": in_channels_option(1)},
+)
+def evaluate_test_net(**options) -> nn.Module:
     """A small convnet with batch norm, so eval mode changes its outputs."""
+    num_classes, in_channels = options["num_classes"], options["in_channels"]
     return nn.Sequential(
         nn.Conv2d(in_channels, 6, 3, padding=1),
         nn.BatchNorm2d(6),

@@ -6,6 +6,8 @@ classes) and shared by the tests that need real weights; the rest run on the met
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,15 +24,16 @@ from cnnlab.models import (
     model_info,
 )
 from cnnlab.models.layers import AuxOutputs
+from cnnlab.models.registry import num_classes_option
 
 # cnnlab's own zoo; other test modules register throwaway networks in the same process.
 MODELS = [
     name for name in list_models() if model_info(name).builder.__module__.startswith("cnnlab.")
 ]
 NUM_CLASSES = 42
-# Backward passes through the 100M-parameter classifiers of VGG and AlexNet cost seconds each;
-# as in timm's tests, networks this big are checked forward-only.
-BACKWARD_PARAM_LIMIT = 50_000_000
+# Backward passes through the 100M-parameter classifiers of VGG and AlexNet cost seconds each:
+# these networks get theirs at batch 2 in a test of their own, marked slow.
+BIG_MODELS = [name for name in MODELS if count_parameters(name) > 50_000_000]
 
 
 @pytest.fixture(scope="module", params=MODELS)
@@ -64,18 +67,36 @@ def test_forward_at_smallest_input(model: nn.Module, smallest_input: tuple) -> N
 
 
 def test_backward_reaches_every_parameter(model: nn.Module, smallest_input: tuple) -> None:
-    if sum(p.numel() for p in model.parameters()) > BACKWARD_PARAM_LIMIT:
-        pytest.skip("over 50M parameters: checked forward-only")
-    model.train()
-    model.zero_grad(set_to_none=True)
+    if model.model_name in BIG_MODELS:
+        pytest.skip("over 50M parameters: test_backward_of_the_biggest_networks (slow)")
     # Batch 4, not 2: batch norm over two values at 1x1 maps (a ResNet's smallest input)
     # normalizes both to +-1, and its gradient blows up through a hundred layers.
-    targets = torch.randint(NUM_CLASSES, (4,))
-    output = model(torch.randn(4, *smallest_input))
+    _check_backward(model, smallest_input, batch=4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BIG_MODELS)
+def test_backward_of_the_biggest_networks(name: str) -> None:
+    """The networks over 50M parameters (VGG, AlexNet, big ResNets) at their smallest input."""
+    side = min_input_size(name)
+    shape = (model_info(name).input_size[0], side, side)
+    torch.manual_seed(0)
+    model = create_model_for_input(name, shape, num_classes=NUM_CLASSES)
+    # Batch 2, or 4 with batch norm (two values at 1x1 maps normalize to +-1, see above).
+    batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    _check_backward(model, shape, batch=4 if batch_norm else 2)
+
+
+def _check_backward(model: nn.Module, shape: tuple, batch: int) -> None:
+    """One training step's backward pass: every parameter gets a finite gradient."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    targets = torch.randint(NUM_CLASSES, (batch,))
+    output = model(torch.randn(batch, *shape))
     if isinstance(output, AuxOutputs):
         loss = F.cross_entropy(output.logits, targets)
         for aux_logits in output.aux_logits:
-            assert aux_logits.shape == (4, NUM_CLASSES)
+            assert aux_logits.shape == (batch, NUM_CLASSES)
             loss = loss + model.aux_loss_weight * F.cross_entropy(aux_logits, targets)
     else:
         loss = F.cross_entropy(output, targets)
@@ -134,6 +155,7 @@ def test_too_small_input_names_the_minimum(model_name: str, smallest_input: tupl
         check_input_size(model_name, (channels, side - 1, side - 1))
     message = str(error.value)
     assert "\n" not in message and f"{side}x{side}" in message
+    assert f"--image-size {side}`" in message  # the suggestion is the named minimum
 
 
 def test_wrong_channel_count_names_the_fix() -> None:
@@ -143,19 +165,27 @@ def test_wrong_channel_count_names_the_fix() -> None:
         check_input_size(name, (channels + 1, 224, 224))
 
 
-def test_register_model_takes_options_exactly_for_var_keyword_entrypoints() -> None:
+def test_entrypoints_take_options_only_through_the_declared_option_set() -> None:
     from cnnlab.models import register_model
 
     def explicit(*, num_classes: int = 10) -> nn.Module:
         return nn.Linear(1, num_classes)
 
-    def shared(**options) -> nn.Module:
-        return nn.Linear(1, options["num_classes"])
+    with pytest.raises(TypeError, match=r"\*\*options only"):
+        register_model(
+            input_size=(1, 1, 1), paper="-", options={"num_classes": num_classes_option(10)}
+        )(explicit)
 
-    with pytest.raises(TypeError, match="options="):
-        register_model(input_size=(1, 1, 1), paper="-", options={"num_classes": 10})(explicit)
-    with pytest.raises(TypeError, match="options="):
-        register_model(input_size=(1, 1, 1), paper="-")(shared)
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_option_is_documented_in_the_signature_and_docstring(name: str) -> None:
+    info = model_info(name)
+    signature = inspect.signature(info.builder)
+    assert {k: p.default for k, p in signature.parameters.items()} == info.defaults
+    for option_name, option in info.options.items():
+        assert (
+            option.help and f"{option_name} (default {option.default!r}): " in info.builder.__doc__
+        )
 
 
 def test_shared_option_sets_refuse_unknown_options() -> None:

@@ -1,0 +1,148 @@
+"""`cnnlab explain` draws where a checkpoint looks in image files (and checks the maps with
+`--sanity`); `cnnlab features` draws what one of its layers sees, or its first filters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cnnlab.cli import app, console, print_table
+from cnnlab.engine.checkpoint import model_from_checkpoint
+from cnnlab.engine.distributed import resolve_device
+from cnnlab.errors import OptionError
+from cnnlab.explain.features import feature_maps, first_conv_filters
+from cnnlab.explain.files import (
+    ExplainedFiles,
+    explain_files,
+    explanation_figures,
+    parse_methods,
+    write_figures,
+)
+from cnnlab.explain.inputs import load_image_files
+from cnnlab.explain.methods import METHODS
+from cnnlab.explain.render import feature_maps_figure, filters_figure, sanity_figure
+from cnnlab.explain.sanity import (
+    SanityReport,
+    sanity_checks,
+    sanity_csv,
+    sanity_markdown,
+    sanity_rows,
+)
+from cnnlab.fileio import atomic_write_text
+
+CHECKPOINT_HELP = "A checkpoint file, or a run folder (its best.pt, else last.pt)."
+DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda or mps."
+LAYER_HELP = "auto (the last feature block) or a module name such as layer4 or features.s4."
+
+
+@app.command("explain")
+def explain_command(
+    checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
+    images: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
+    method: list[str] = typer.Option(
+        ["gradcam"], "--method", "-m", help=f"Repeatable or comma-separated: {', '.join(METHODS)}."
+    ),
+    layer: str = typer.Option("auto", "--layer", help=LAYER_HELP + " CAM family only."),
+    target: str = typer.Option(
+        "predicted", "--target", help="The class to explain: predicted, a class name or index."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the PNG figures."),
+    sanity: bool = typer.Option(
+        False, "--sanity", help="Also run model randomization and deletion/insertion checks."
+    ),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """Heat maps of where the network looks: one PNG per image and method, and a grid
+    comparing the methods when several are given."""
+    methods = parse_methods(method)
+    torch_device = resolve_device(device)
+    model, state = model_from_checkpoint(checkpoint, device=torch_device)
+    result = explain_files(
+        model, state, images, methods, target=target, layer=layer, device=torch_device
+    )
+    for note in result.images.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    figures = explanation_figures(result)
+    report = None
+    if sanity:
+        explained = next(iter(result.explanations.values())).targets
+        report = sanity_checks(model, result.images.inputs, methods, explained, layer)
+        figures["sanity.png"] = sanity_figure(report)
+    written = write_figures(figures, out)
+    if report is not None:
+        atomic_write_text(out / "sanity.md", sanity_markdown(report))
+        atomic_write_text(out / "sanity.csv", sanity_csv(report))
+        written += [out / "sanity.md", out / "sanity.csv"]
+    print_table(_explained_table(result))
+    if report is not None:
+        for table in _sanity_tables(report, methods):
+            print_table(table)
+    console.print(f"wrote {len(written)} files into {out}")
+
+
+@app.command("features")
+def features_command(
+    checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
+    image: Path | None = typer.Argument(None, help="The image whose feature maps to draw."),
+    layer: str | None = typer.Option(None, "--layer", help=LAYER_HELP),
+    filters: bool = typer.Option(False, "--filters", help="Draw the first convolution's filters."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the PNG figures."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """A grid of one layer's feature maps for an image, and/or the first layer's filters."""
+    if layer is None and not filters:
+        raise OptionError("give --layer NAME (with an IMAGE) to draw feature maps, or --filters")
+    if layer is not None and image is None:
+        raise OptionError("--layer draws the feature maps of an image; give the IMAGE too")
+    torch_device = resolve_device(device)
+    model, state = model_from_checkpoint(checkpoint, device=torch_device)
+    figures = {}
+    if layer is not None and image is not None:
+        files = load_image_files([image], state, torch_device)
+        for note in files.notes:
+            console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        name, maps = feature_maps(model, files.inputs[:1], layer)
+        title = f"{state['model_name']} {name}\n{files.paths[0].name}: {len(maps)} maps"
+        figures[f"{files.paths[0].stem}.{name}.png"] = feature_maps_figure(maps, title)
+    if filters:
+        name, weight = first_conv_filters(model)
+        size = "x".join(map(str, weight.shape[2:]))
+        title = f"{state['model_name']} {name}\n{weight.shape[0]} filters of {size}"
+        figures["filters.png"] = filters_figure(weight, title)
+    for path in write_figures(figures, out):
+        console.print(f"wrote {path}")
+
+
+def _explained_table(result: ExplainedFiles) -> Table:
+    table = Table(title="Explained")
+    for column in ("File", "Predicted", "Explained", "Layer"):
+        table.add_column(column, overflow="fold")
+    explanation = next(iter(result.explanations.values()))
+    layers = ", ".join(dict.fromkeys(e.layer for e in result.explanations.values()))
+    for index, path in enumerate(result.images.paths):
+        probabilities = explanation.probabilities[index]
+        predicted, explained = int(probabilities.argmax()), explanation.targets[index]
+        table.add_row(
+            str(path),
+            f"{result.classes[predicted]} [dim]{probabilities[predicted]:.1%}[/]",
+            f"{result.classes[explained]} [dim]{probabilities[explained]:.1%}[/]",
+            layers,
+        )
+    return table
+
+
+def _sanity_tables(report: SanityReport, methods: list[str]) -> list[Table]:
+    randomization_rows, area_rows = sanity_rows(report)
+    randomization = Table(title="Model randomization: rank correlation with the trained maps")
+    for column in ("Step", "Re-initialized", *methods):
+        randomization.add_column(column, justify="left" if column == "Re-initialized" else "right")
+    for row in randomization_rows:
+        randomization.add_row(*row)
+    areas = Table(title="Deletion / insertion: area under the class-probability curve")
+    for column in ("Pixel order", "Deletion (lower is better)", "Insertion (higher is better)"):
+        areas.add_column(column, justify="left" if column == "Pixel order" else "right")
+    for row in area_rows:
+        areas.add_row(*row)
+    return [randomization, areas]

@@ -160,7 +160,11 @@ class ClassifierNet(nn.Module):
         if isinstance(old, nn.Linear):
             return partial(nn.Linear, bias=bias), old.in_features
         if isinstance(old, nn.Conv2d):
-            geometry = {"kernel_size": old.kernel_size, "stride": old.stride, "padding": old.padding}
+            geometry = {
+                "kernel_size": old.kernel_size,
+                "stride": old.stride,
+                "padding": old.padding,
+            }
             return partial(nn.Conv2d, bias=bias, **geometry), old.in_channels
         raise TypeError(f"cannot reset classifier of type {type(old).__name__}")
 

@@ -80,6 +80,11 @@ def _bad_inputs(root: Path) -> dict[str, list[list[str]]]:
             ["eval", run, "--out", file],
         ],
         "predict": [["predict", str(root / "no-run"), file], ["predict", run, file, "-k", "0"]],
+        "export": [["export", str(root / "no-run")], ["export", run, "-o", f"{file}/m.onnx"]],
+        "serve": [["serve", str(root / "no-run")]],
+        "features": [["features", run, "--filters", "-o", "/proc/cnnlab"]],
+        "study status": [["study", "status", str(root / "no-study")]],
+        "study run": [["study", "run", file, "-o", str(root / "study")]],
     }
 
 
@@ -88,7 +93,11 @@ def test_every_command_has_bad_inputs_listed(workspace: Path) -> None:
     assert listed <= {" ".join(command) for command in COMMANDS}
 
 
-@pytest.mark.parametrize("command", ["models", "summary", "data stats", "train", "eval", "predict"])
+@pytest.mark.parametrize(
+    "command",
+    ["models", "summary", "data stats", "train", "eval", "predict"]
+    + ["export", "serve", "features", "study status", "study run"],
+)
 def test_bad_input_is_one_line_and_exit_2(workspace: Path, command: str) -> None:
     for args in _bad_inputs(workspace)[command]:
         _assert_one_line_error(CliRunner().invoke(app, args))

@@ -6,6 +6,9 @@ everything: forward hooks on the leaf modules record each layer's output shape, 
 convolution (a multiply-accumulate is two FLOPs). Meta tensors carry shapes but no storage, so
 VGG-19 or ResNet-152 summarize in milliseconds without allocating their weights.
 
+Layers the pass does not run (auxiliary classifiers, used in training only) are listed
+after the others with their parameters, so the parameter column sums to the model's total.
+
 Activations follow one rule (see docs/summary.md): the input plus the output of every
 convolution, pooling and fully connected layer. Activation functions, normalization, dropout
 and an adaptive pool that leaves its input's shape unchanged add nothing.
@@ -248,6 +251,13 @@ def _trace_on(
     finally:
         for handle in handles:
             handle.remove()
+    # Layers the eval-mode pass skips (auxiliary classifiers) still hold parameters: listed
+    # too, so the parameter column sums to the model's total.
+    for sub in leaves:
+        params = sum(p.numel() for p in sub.parameters())
+        if sub not in seen and params:
+            kind = f"{type(sub).__name__} (not run in eval mode)"
+            layers.append(LayerSummary(names[sub], kind, (), params, 0, 0))
     return layers, counter.get_total_flops()
 
 

@@ -17,6 +17,11 @@ from typer.core import TyperGroup
 
 from cnnlab.errors import CnnlabError, CnnlabWarning
 
+try:  # typer 0.29 and later parse with their own copy of click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:
+    from click.exceptions import NoArgsIsHelpError, UsageError
+
 console = Console()
 error_console = Console(stderr=True)
 
@@ -34,7 +39,8 @@ def print_table(table: Table) -> None:
 
 
 class _CnnlabGroup(TyperGroup):
-    """Runs the commands; a `CnnlabError` becomes one red line on stderr and its exit code.
+    """Runs the commands; a `CnnlabError` or a usage error (unknown option, missing argument)
+    becomes one red line on stderr and its exit code.
 
     Handled here rather than around `app()` so that `typer.testing.CliRunner` sees it too.
     """
@@ -46,8 +52,18 @@ class _CnnlabGroup(TyperGroup):
                 warnings.showwarning = _one_line_warnings(warnings.showwarning)
                 return super().invoke(ctx)
         except CnnlabError as error:
-            error_console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            _print_error(str(error))
             raise typer.Exit(error.exit_code) from None
+        except NoArgsIsHelpError:
+            raise  # `cnnlab data` alone shows the group's help
+        except UsageError as error:  # an unknown option, a missing argument, a bad value
+            where = f"; see {error.ctx.command_path} --help" if error.ctx else ""
+            _print_error(error.format_message().rstrip(".") + where)
+            raise typer.Exit(error.exit_code) from None
+
+
+def _print_error(message: str) -> None:
+    error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
 
 
 def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:

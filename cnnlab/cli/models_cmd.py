@@ -16,8 +16,6 @@ from cnnlab.models import count_parameters, create_model, list_models, model_inf
 from cnnlab.summary import ModelSummary, summarize
 from cnnlab.weights import weights_for_model
 
-_GLOB_CHARACTERS = set("*?[")
-
 
 @app.command("models")
 def models_command(
@@ -26,7 +24,7 @@ def models_command(
     ),
 ) -> None:
     """List the registered models; an exact model name also shows its options."""
-    names = list_models(pattern if _GLOB_CHARACTERS & set(pattern) else f"*{pattern}*")
+    names = list_models(pattern)
     if not names:
         raise UnknownNameError("model pattern", pattern, list_models())
     table = Table(title=f"{len(names)} model{'' if len(names) == 1 else 's'}")

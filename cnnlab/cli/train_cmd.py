@@ -86,7 +86,8 @@ def run_to_the_end(
                 warnings.simplefilter("ignore", CnnlabWarning)
             result = start()
     except KeyboardInterrupt:
-        error_console.print(_interrupted_message(folder, command))
+        message = _interrupted_message(folder, command)
+        error_console.print(message, highlight=False, soft_wrap=True)
         raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
     if result.status == "diverged":
         if os.environ.get("RANK", "0") == "0":

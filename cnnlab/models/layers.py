@@ -116,34 +116,57 @@ class ClassifierNet(nn.Module):
                 stages[-1][1].append(module)
         return [(name, _group(modules)) for name, modules in stages]
 
+    @property
+    def num_features(self) -> int:
+        """Width of the pooled features the classifier takes (timm's `num_features`)."""
+        return self._head_layout()[1]
+
     def reset_classifier(self, num_classes: int, hidden: int = 0) -> None:
         """Replace the final layer with a freshly initialized one for `num_classes` classes.
 
-        `hidden > 0` puts a hidden layer of that width (with ReLU) before it: the new
-        classifier is then a two-layer `nn.Sequential`.
+        `num_classes=0` removes it, as timm's does: the network then returns its pooled
+        features, `(N, num_features)`; a later call puts a classifier back. `hidden > 0` puts
+        a hidden layer of that width (with ReLU) before it: the new classifier is then a
+        two-layer `nn.Sequential`.
         """
-        old = self.get_classifier()
-        if isinstance(old, nn.Sequential):  # a head made earlier with `hidden`
-            old = old[0]
-        bias = old.bias is not None
-        if isinstance(old, nn.Linear):
-            layer, features = partial(nn.Linear, bias=bias), old.in_features
-        elif isinstance(old, nn.Conv2d):
-            geometry = {"kernel_size": old.kernel_size, "stride": old.stride, "padding": old.padding}
-            layer, features = partial(nn.Conv2d, bias=bias, **geometry), old.in_channels
-        else:
-            raise TypeError(f"cannot reset classifier of type {type(old).__name__}")
-        if hidden > 0:
-            new: nn.Module = nn.Sequential(
+        layer, features = self._head_layout()
+        self._head = (layer, features)  # a plain tuple, not a submodule: kept while removed
+        if num_classes == 0:
+            new: nn.Module = nn.Identity()
+        elif hidden > 0:
+            new = nn.Sequential(
                 layer(features, hidden), nn.ReLU(inplace=True), layer(hidden, num_classes)
             )
         else:
             new = layer(features, num_classes)
-        new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+        template = next(self.parameters())
+        new = new.to(device=template.device, dtype=template.dtype)
         parent_name, _, child_name = self.classifier_name.rpartition(".")
         parent = self.get_submodule(parent_name) if parent_name else self
         setattr(parent, child_name, new)
         self.num_classes = num_classes
+
+    def _head_layout(self) -> tuple[Callable[[int, int], nn.Module], int]:
+        """A factory of classifier layers like the current one, and their input width.
+
+        While the classifier is removed (`reset_classifier(0)`) the last one's are kept.
+        """
+        old = self.get_classifier()
+        if isinstance(old, nn.Identity) and hasattr(self, "_head"):
+            return self._head
+        if isinstance(old, nn.Sequential):  # a head made earlier with `hidden`
+            old = old[0]
+        bias = getattr(old, "bias", None) is not None
+        if isinstance(old, nn.Linear):
+            return partial(nn.Linear, bias=bias), old.in_features
+        if isinstance(old, nn.Conv2d):
+            geometry = {
+                "kernel_size": old.kernel_size,
+                "stride": old.stride,
+                "padding": old.padding,
+            }
+            return partial(nn.Conv2d, bias=bias, **geometry), old.in_channels
+        raise TypeError(f"cannot reset classifier of type {type(old).__name__}")
 
 
 def _group(modules: list[nn.Module]) -> nn.Module:

@@ -134,7 +134,13 @@ def _document_options(builder: Callable[..., nn.Module], options: dict[str, Mode
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    """Names of the registered models matching a shell-style `pattern` (e.g. `resnet*`)."""
+    """Names of the registered models matching `pattern`, sorted.
+
+    A shell-style pattern (`resnet*`, `vgg1?`) matches whole names; text without wildcards
+    matches anywhere in a name (`vgg` gives every VGG), as `cnnlab models PATTERN` shows.
+    """
+    if not set("*?[") & set(pattern):
+        pattern = f"*{pattern}*"
     return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
 
 

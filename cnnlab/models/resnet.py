@@ -250,10 +250,9 @@ class ResNet(ClassifierNet):
             self.add_module(f"layer{index + 1}", stage)
             in_width = width * block.expansion
         self.num_stages = len(layers)
-        self.num_features = in_width
         self.num_classes = num_classes
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(self.num_features, num_classes)
+        self.fc = nn.Linear(in_width, num_classes)  # `num_features` wide
         self._init_weights(zero_init_residual)
 
     def _init_weights(self, zero_init_residual: bool) -> None:

@@ -1,5 +1,5 @@
 """Transfer on real data, timed: LeNet-5 trained on MNIST digits 0-4, then each transfer mode and
-training from scratch on 50 images of the held-out digits 5-9 (500 test images), per seed.
+training from scratch on 25 images (5 per digit) of the held-out digits 5-9 (500 test images), per seed.
 
 The same experiment as tests/transfer/test_real_data.py, printed as a markdown table for
 docs/transfer.md. Usage: python bench/transfer_digits.py [--mnist DIR] [--seeds 0,1,2]
@@ -50,7 +50,7 @@ def main() -> None:
           f"{time.perf_counter() - started:.1f} s")  # fmt: skip
     results: dict[str, list[tuple[float, float]]] = {mode: [] for mode in (*MODES, "scratch")}
     for seed in seeds:
-        target = splits(mnist, TARGET_DIGITS, 50, seed)
+        target = splits(mnist, TARGET_DIGITS, 25, seed)
         for mode in (*MODES, "scratch"):
             out = str(folder / f"{mode.replace(':', '')}-{seed}")
             started = time.perf_counter()

@@ -52,6 +52,11 @@ BUILTIN_WEIGHTS: dict[str, BuiltinWeights] = {
             "df23c8df4c5d345fd00bbcb4e207be98a024a6e820ec03819b628ddedb72d593",
             test_accuracy=0.9920,
         ),
+        BuiltinWeights(
+            "lenet5_modern.fashion_mnist",
+            "564416fc8ab91210b9e371071efef615c8f5aaa8504e595644051ea59d752336",
+            test_accuracy=0.9115,
+        ),
     )
 }
 

@@ -43,6 +43,17 @@ class TensorDataset:
         """The images and labels at `indices` (copied into memory)."""
         return TensorDataset(self.images[indices], self.labels[indices], self.classes)
 
+    def sample_classes(self, classes: list[int], count: int, seed: int = 0) -> TensorDataset:
+        """Up to `count` images of the labels `classes`, drawn with `seed`, relabelled 0, 1, ...
+        in the order given (held-out classes for transfer, small subsets for experiments)."""
+        chosen = torch.cat([torch.nonzero(self.labels == label).flatten() for label in classes])
+        order = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(seed))
+        picked = chosen[order[:count]]
+        relabel = torch.zeros(len(self.classes), dtype=torch.long)
+        relabel[classes] = torch.arange(len(classes))
+        names = [self.classes[label] for label in classes]
+        return TensorDataset(self.images[picked], relabel[self.labels[picked]], names)
+
 
 @dataclass
 class DataSplits:

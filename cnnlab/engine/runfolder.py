@@ -30,6 +30,7 @@ RUN_FILES = (
     "best.pt",
     "eval.json",
     "confusion.png",
+    "transfer.yaml",
 )
 """What a run leaves in its folder; `force` removes exactly these."""
 LOCK_FILE = ".lock"

@@ -17,13 +17,14 @@ from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.hooks import TrainHook
 from cnnlab.engine.trainer import TrainResult, train
 from cnnlab.errors import OptionError
-from cnnlab.transfer.hook import TransferHook, TransferSpec, trainable_modules
+from cnnlab.transfer.hook import SPEC_FILE, TransferHook, TransferSpec, trainable_modules
 from cnnlab.transfer.sources import SourceWeights, resolve_source
 
 __all__ = [
     "SourceWeights",
     "TransferHook",
     "TransferSpec",
+    "is_transferred",
     "prepare_transfer",
     "resolve_source",
     "resume_hook",
@@ -72,6 +73,11 @@ def prepare_transfer(spec: TransferSpec, config: TrainConfig) -> tuple[TrainConf
     weights `spec.source` names."""
     weights = resolve_source(spec.source)
     return transfer_config(weights, config), TransferHook(spec, weights)
+
+
+def is_transferred(run_dir: str | Path) -> bool:
+    """Whether `run_dir` holds a transferred run (which resumes with `resume_hook`)."""
+    return (Path(run_dir) / SPEC_FILE).is_file()
 
 
 def resume_hook(run_dir: str | Path) -> TransferHook:

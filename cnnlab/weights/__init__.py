@@ -44,7 +44,21 @@ class BuiltinWeights:
         return f"{self.name}.pt"
 
 
-BUILTIN_WEIGHTS: dict[str, BuiltinWeights] = {weights.name: weights for weights in ()}
+BUILTIN_WEIGHTS: dict[str, BuiltinWeights] = {
+    weights.name: weights
+    for weights in (
+        BuiltinWeights(
+            "lenet5_modern.mnist",
+            "df23c8df4c5d345fd00bbcb4e207be98a024a6e820ec03819b628ddedb72d593",
+            test_accuracy=0.9920,
+        ),
+        BuiltinWeights(
+            "lenet5_modern.fashion_mnist",
+            "564416fc8ab91210b9e371071efef615c8f5aaa8504e595644051ea59d752336",
+            test_accuracy=0.9115,
+        ),
+    )
+}
 
 
 def weights_for_model(model: str) -> list[str]:
@@ -96,9 +110,3 @@ def export_weights(checkpoint: str | Path, name: str, folder: str | Path | None 
     torch.save(state, path)
     return path
 
-
-if __name__ == "__main__":  # python -m cnnlab.weights CHECKPOINT NAME
-    import sys
-
-    written = export_weights(sys.argv[1], sys.argv[2])
-    print(written, hashlib.sha256(written.read_bytes()).hexdigest())

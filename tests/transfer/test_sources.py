@@ -12,6 +12,7 @@ import torchvision
 from typer.testing import CliRunner
 
 from cnnlab.cli import app
+from cnnlab.data import load_dataset
 from cnnlab.engine.checkpoint import model_from_checkpoint, save_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.hooks import TrainHook
@@ -20,10 +21,10 @@ from cnnlab.errors import CheckpointError, CnnlabError, OptionError
 from cnnlab.models import create_model
 from cnnlab.transfer import TransferSpec, resolve_source, transfer
 from cnnlab.transfer.hook import load_backbone
-from cnnlab.weights import BUILTIN_WEIGHTS, load_builtin_weights
+from cnnlab.weights import BUILTIN_WEIGHTS, BuiltinWeights, load_builtin_weights
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from synthetic import synthetic_splits  # noqa: E402
+from synthetic import synthetic_splits, write_image_folder  # noqa: E402
 
 RESNET18_FILE = "resnet18-f37072fd.pth"  # the file name in torchvision's IMAGENET1K_V1 url
 
@@ -172,3 +173,32 @@ def test_cli_transfer_errors_are_one_red_line(source_run: Path, tmp_path: Path) 
     assert result.exit_code == 2 and "--from" in result.output
     result = runner.invoke(app, ["transfer", "--resume", str(source_run)])
     assert result.exit_code == 2 and "not a transferred run" in result.output
+
+
+def test_damaged_builtin_weights_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = BUILTIN_WEIGHTS["lenet5_modern.mnist"]
+    monkeypatch.setitem(BUILTIN_WEIGHTS, entry.name, BuiltinWeights(entry.name, "0" * 64, 0.99))
+    with pytest.raises(CheckpointError, match="lenet5_modern.mnist are damaged"):
+        create_model("lenet5_modern", weights="mnist")
+
+
+def test_builtin_mnist_weights_reach_their_recorded_accuracy(shared_data: Path) -> None:
+    test = load_dataset(f"mnist:{shared_data / 'mnist'}").test.subset(torch.arange(2000))
+    weights = load_builtin_weights("lenet5_modern.mnist")
+    model = create_model("lenet5_modern", weights="mnist").eval()
+    images = (test.images.float() / 255 - weights["mean"][0]) / weights["std"][0]
+    with torch.no_grad():
+        accuracy = (model(images).argmax(1) == test.labels).float().mean().item()
+    assert accuracy >= BUILTIN_WEIGHTS["lenet5_modern.mnist"].test_accuracy - 0.01
+
+
+def test_cli_transfers_builtin_weights_and_evaluates_the_run(tmp_path: Path) -> None:
+    folder = write_image_folder(synthetic_splits(train=64, test=32, side=28), tmp_path / "images")
+    run = tmp_path / "run"
+    arguments = ["--from", "lenet5_modern.mnist", "--data", f"folder:{folder}", "--mode", "last:2"]
+    arguments += ["--epochs", "1", "--batch-size", "32", "--device", "cpu", "--out", str(run)]
+    result = CliRunner().invoke(app, ["transfer", *arguments])
+    assert result.exit_code == 0, result.output
+    assert "trainable parameters" in result.output and (run / "transfer.yaml").is_file()
+    result = CliRunner().invoke(app, ["eval", str(run), "--data", f"folder:{folder}"])
+    assert result.exit_code == 0, result.output

@@ -20,6 +20,7 @@ The last line printed is a JSON summary (targets, results, provenance).
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 from statistics import fmean, stdev
@@ -62,6 +63,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--fast-seeds", default=FAST_SEEDS, help="seeds of the fast recipe (not the choice's)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="OMP threads of every child, both sides (0: torch's default); on shared cores one "
+        "thread is the least disturbed by the neighbours",
+    )
     parser.add_argument("--skip-recipe", action="store_true")
     parser.add_argument("--skip-tta", action="store_true")
     parser.add_argument("--skip-fast", action="store_true")
@@ -101,9 +109,9 @@ def compare_recipe(
     ref_rate = fmean([run.rows[-1]["examples_per_sec"] for run in references])
     # Every epoch sees as many images: a run's overall rate is the harmonic mean of its epochs'.
     rate = fmean([_overall_rate(run) for run in runs])
-    seeds = f" (means over {len(runs)} seeds)" if len(runs) > 1 else ""
+    over = f" (means over {len(runs)} seeds)" if len(runs) > 1 else ""
     print_table(
-        f"Textbook LeNet-5 on Fashion-MNIST, per epoch{seeds}",
+        f"Textbook LeNet-5 on Fashion-MNIST, per epoch{over}",
         ["epoch", "ref train loss", "ref test acc", "cnnlab train loss", "cnnlab test acc"],
         [
             [ref["epoch"], ref["train_loss"], ref["test_acc"], ours["train_loss"], ours["test_acc"]]
@@ -116,7 +124,7 @@ def compare_recipe(
     ref_last3, last3 = (fmean([row["test_acc"] for row in side[-3:]]) for side in (ref_rows, rows))
     last3_diff = 100 * (last3 - ref_last3)
     print_table(
-        f"Same recipe, both sides{seeds}",
+        f"Same recipe, both sides{over}",
         ["", "reference", "cnnlab", "cnnlab vs reference"],
         [
             ["train images/s", ref_rate, rate, f"{speedup:.2f}x"],
@@ -293,7 +301,10 @@ def main() -> None:
     seeds, fast_seeds = (_seed_list(text) for text in (args.seeds, args.fast_seeds))
     if args.max_load > 0:
         wait_for_quiet_machine(args.max_load)
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by both sides' children
     meta = provenance({"recipe": seeds, "fast": [] if args.skip_fast else fast_seeds})
+    meta["child_threads"] = args.threads or "torch default"
     targets, results = [], {}
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as folder:
         workdir = Path(folder)

@@ -284,14 +284,26 @@ def _compact(row: dict) -> dict:
 def run_reference(data: Path, epochs: int, seed: int) -> TimedRun:
     console.print(f"reference_lenet.py, {epochs} epochs, seed {seed} ...")
     options = ["--data", data, "--epochs", epochs, "--seed", seed, "--per-epoch"]
-    return run_timed(reference_command("reference_lenet.py", *options))
+    return _report_run(run_timed(reference_command("reference_lenet.py", *options)))
 
 
 def run_textbook(spec: str, epochs: int, seed: int, workdir: Path) -> TimedRun:
     console.print(f"cnnlab, the same recipe, seed {seed} ...")
     name = f"recipe-{seed}"
     config = textbook_config(spec, epochs, seed, workdir / name)
-    return run_timed(cnnlab_command(config, workdir, name))
+    return _report_run(run_timed(cnnlab_command(config, workdir, name)))
+
+
+def _report_run(run: TimedRun) -> TimedRun:
+    """One line as each run ends, so a long invocation shows its results as it goes."""
+    seconds, last = run.epochs()[-1]
+    reached, epoch = _first_at(run, TTA_ACCURACY)
+    at = "never" if reached is None else f"{reached:.1f} s (epoch {epoch})"
+    console.print(
+        f"  final test acc {last['test_acc']:.4f}, train loss {last['train_loss']:.4f}; "
+        f"{TTA_ACCURACY} test acc at {at}; {seconds:.1f} s in all"
+    )
+    return run
 
 
 def main() -> None:

@@ -132,7 +132,7 @@ def _split_of(splits: DataSplits, split: str) -> TensorDataset:
 
 @app.command("predict")
 def predict_command(
-    checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
+    checkpoint: Path = typer.Argument(..., help=f"{CHECKPOINT_HELP} Or an exported .onnx file."),
     paths: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     topk: int = typer.Option(5, "--topk", "-k", min=1, help="How many classes to show per file."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
@@ -144,7 +144,12 @@ def predict_command(
     0 when at least one file was classified and 2 when none was.
     """
     torch_device = resolve_device(device)
-    model, state = model_from_checkpoint(checkpoint, device=torch_device)
+    if checkpoint.suffix.lower() == ".onnx":
+        from cnnlab.deploy.export import load_onnx_model  # needs the onnx extra, only here
+
+        model, state = load_onnx_model(checkpoint)
+    else:
+        model, state = model_from_checkpoint(checkpoint, device=torch_device)
     predictions = predict_files(
         model,
         paths,

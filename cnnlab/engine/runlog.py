@@ -149,7 +149,7 @@ class TrainingDisplay:
     def end_epoch(self, row: dict) -> None:
         self.message(format_row(row, self.epochs))
 
-    def end_run(self, history: list[dict], out_dir: Path, curves: Path) -> None:
+    def end_run(self, history: list[dict], out_dir: Path, curves: Path | None) -> None:
         """Where the best epoch's checkpoint and the curves are."""
         evaluated = [row for row in history if row.get("test_acc") is not None]
         if evaluated:
@@ -158,7 +158,8 @@ class TrainingDisplay:
                 f"best test accuracy {best['test_acc']:.2%} (epoch {best['epoch']}): "
                 f"{out_dir / 'best.pt'}"
             )
-        self.message(f"curves: {curves}")
+        if curves is not None:
+            self.message(f"curves: {curves}")
 
     def message(self, text: str) -> None:
         """One line, never wrapped: a log file or a pipe keeps one line per epoch."""

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from cnnlab.data.loader import BatchLoader
 from cnnlab.data.memory import DataSplits
+from cnnlab.engine.budget import TimeBudget, parse_duration
 from cnnlab.engine.checkpoint import save_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.distributed import DistributedContext
@@ -86,6 +88,7 @@ def train(
     hooks: Sequence[TrainHook] = (),
     on_epoch_end: EpochCallback | None = None,
     force: bool = False,
+    curves: bool = True,
 ) -> TrainResult:
     """Train `config.model` on `config.data` for `config.epochs` epochs.
 
@@ -95,12 +98,15 @@ def train(
     instead of loading `config.data`. `hooks` plug into the loop (see `cnnlab.engine.hooks`);
     `on_epoch_end` is a shorthand for a hook that receives each epoch's metrics row after its
     checkpoint is written. A non-finite loss ends the run with status `diverged`.
+    `curves=False` skips `curves.png` (a study plots from its store).
 
     A new run refuses a folder that already holds one unless `force` (which deletes the old
     run's files first); the folder stays locked against other processes while the run trains
     (see `cnnlab.engine.runfolder`).
     """
     context = DistributedContext.from_environment(config.device)
+    if config.time_budget is not None and resume is None:  # a resumed run keeps its fitted plan
+        hooks = [TimeBudget(parse_duration(config.time_budget)), *hooks]
     if on_epoch_end is not None:
         hooks = [*hooks, EpochEndCallback(on_epoch_end)]
     out_dir = Path(resume) if resume is not None else config.run_dir
@@ -108,7 +114,13 @@ def train(
     try:
         with claim if context.is_main else contextlib.nullcontext():
             trainer = Trainer(
-                config, context, resume=resume, progress=progress, data=data, hooks=hooks
+                config,
+                context,
+                resume=resume,
+                progress=progress,
+                data=data,
+                hooks=hooks,
+                curves=curves,
             )
             return trainer.fit()
     finally:
@@ -127,8 +139,10 @@ class Trainer:
         progress: bool = True,
         data: DataSplits | None = None,
         hooks: Sequence[TrainHook] = (),
+        curves: bool = True,
     ) -> None:
         self.hooks = list(hooks)
+        self.curves = curves
         self.out_dir = Path(resume) if resume is not None else config.run_dir
         self.config = config = config.replace(out=str(self.out_dir))
         self.context = context
@@ -147,6 +161,8 @@ class Trainer:
         for hook in self.hooks:
             hook.on_model_built(self)
         self.parallel_model = context.wrap(self.model)
+        if config.compile:
+            self.parallel_model = torch.compile(self.parallel_model)
         self.train_loader, self.test_loader = self._build_loaders()
         self.optimizer = create_optimizer(
             self.model,
@@ -157,20 +173,12 @@ class Trainer:
             nesterov=config.nesterov,
             groups=self._param_groups(),
         )
-        self.scheduler = create_scheduler(
-            self.optimizer,
-            config.schedule,
-            epochs=config.epochs,
-            steps_per_epoch=len(self.train_loader),
-            warmup_epochs=config.warmup_epochs,
-            step_size=config.lr_step_size,
-            gamma=config.lr_gamma,
-        )
-        # fp16 autocast on CUDA needs loss scaling; bf16 (CPU, MPS) has float32's range.
-        self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler(
-            device.type, enabled=config.amp and device.type == "cuda"
-        )
+        self.scheduler = self._create_scheduler()
+        # bf16 has float32's range and needs no loss scaling; fp16 (GPUs without bf16) does,
+        # and GradScaler's step reads its inf check back to the host every step.
+        fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        self.amp_dtype = torch.float16 if fp16 else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp and fp16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.history: list[dict] = []
         self.epochs_done = 0
@@ -189,6 +197,36 @@ class Trainer:
         init_weights(model, config.init, seed=config.seed)
         memory_format = torch.channels_last if config.channels_last else torch.preserve_format
         return model.to(self.device, memory_format=memory_format)
+
+    def _create_scheduler(self) -> LambdaLR:
+        config = self.config
+        return create_scheduler(
+            self.optimizer,
+            config.schedule,
+            epochs=config.epochs,
+            steps_per_epoch=len(self.train_loader),
+            warmup_epochs=config.warmup_epochs,
+            step_size=config.lr_step_size,
+            gamma=config.lr_gamma,
+        )
+
+    def set_epochs(self, epochs: int) -> None:
+        """Re-plan the run for `epochs` epochs (time budgets): the schedule is laid out anew for
+        the new length and continues from the current step; `config.yaml` records the plan."""
+        step = self.scheduler.last_epoch
+        self.config = self.config.replace(epochs=epochs)
+        self.scheduler = self._create_scheduler()  # LambdaLR keeps each group's initial_lr
+        self.scheduler.last_epoch = step
+        for group, base_lr, multiplier in zip(
+            self.optimizer.param_groups,
+            self.scheduler.base_lrs,
+            self.scheduler.lr_lambdas,
+            strict=True,
+        ):
+            group["lr"] = base_lr * multiplier(step)
+        self.display.epochs = epochs
+        if self.context.is_main and (self.out_dir / "config.yaml").is_file():
+            self.config.to_yaml(self.out_dir / "config.yaml")
 
     def _param_groups(self) -> list[dict] | None:
         """The first parameter groups a hook asks for, or None for the default grouping."""
@@ -347,10 +385,11 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             config.to_yaml(self.out_dir / "config.yaml")
         self.display.message(self._describe())
-        status = "completed"
+        status, epoch = "completed", self.epochs_done
         with self.display:
-            for epoch in range(self.epochs_done, config.epochs):
+            while epoch < self.config.epochs:  # hooks may re-plan the length (time budgets)
                 row = self.run_epoch(epoch)
+                epoch += 1
                 status = "diverged" if row["status"] == "diverged" else "completed"
                 improved = status == "completed" and row["test_acc"] > self.best_metric
                 if improved:
@@ -363,10 +402,12 @@ class Trainer:
                 if status == "diverged" or any(stop):
                     break
         if writes:
-            title = f"{config.model} on {config.data}"
-            curves = plot_curves(self.history, self.out_dir / "curves.png", title=title)
+            title = f"{self.config.model} on {self.config.data}"
+            curves = None
+            if self.curves:
+                curves = plot_curves(self.history, self.out_dir / "curves.png", title=title)
             self.display.end_run(self.history, self.out_dir, curves)
-        return TrainResult(status, self.history, self.out_dir, config, self.best_metric)
+        return TrainResult(status, self.history, self.out_dir, self.config, self.best_metric)
 
     def run_epoch(self, epoch: int) -> dict:
         """Train epoch `epoch` (0-based) and evaluate; its metrics row (see `runlog`)."""

@@ -100,7 +100,11 @@ class TrainConfig:
         0, help="Epochs between decays of the step schedule (0: a third of the run)."
     )
     lr_gamma: float = option(0.1, help="Decay factor of the step schedule, in (0, 1].")
-    init: str = option("default", help="default (the model's own), xavier, kaiming or pytorch.")
+    init: str = option(
+        "default",
+        help="default (the model's own), xavier, xavier_weights (Xavier weights, PyTorch's "
+        "default biases), kaiming or pytorch; drawn from the seed alone.",
+    )
     augment: list[str] = option(
         help="Batch augmentation, e.g. flip,crop:4 (also translate:N, cutout:N, jitter:S).",
         factory=list,

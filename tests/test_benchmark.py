@@ -18,16 +18,10 @@ from cnnlab.cli import app
 from cnnlab.errors import OptionError, UnknownNameError
 from cnnlab.summary import summarize
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 QUICK = BenchSettings(device="cpu", repeats=1)
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_torchvision_architectures_are_timed_beside_cnnlab() -> None:

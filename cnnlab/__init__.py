@@ -7,6 +7,8 @@ from cnnlab.engine.trainer import train
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import explain
 from cnnlab.models import create_model, list_models, model_info
+from cnnlab.studies import run_study
+from cnnlab.transfer import transfer
 
 __version__ = "0.1.0"
 
@@ -21,5 +23,7 @@ __all__ = [
     "load_checkpoint",
     "model_from_checkpoint",
     "model_info",
+    "run_study",
     "train",
+    "transfer",
 ]

@@ -43,5 +43,13 @@ class CheckpointError(CnnlabError):
     """A checkpoint that is missing, corrupt or does not match what it is loaded into."""
 
 
+class StudyError(CnnlabError):
+    """A study folder or store that is missing, corrupt, locked or from another spec."""
+
+
 class CnnlabWarning(UserWarning):
     """Data or options that work, but not as the user may expect (a skipped file, a split)."""
+
+
+class ExportError(CnnlabError):
+    """A model that cannot be exported, or whose export does not compute what PyTorch does."""

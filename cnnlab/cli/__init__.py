@@ -76,10 +76,13 @@ from cnnlab.cli import (  # noqa: E402,F401
     bench_cmd,
     compare_cmd,
     data_cmd,
+    deploy_cmd,
     eval_cmd,
     explain_cmd,
     models_cmd,
+    study_cmd,
     train_cmd,
+    transfer_cmd,
 )
 
 __all__ = ["app", "console", "error_console", "print_table"]

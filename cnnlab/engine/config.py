@@ -235,20 +235,25 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> TrainConfig:
         """Read a config written by `to_yaml` (or by hand; missing keys keep their defaults)."""
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise OptionError(f"config file {path} does not exist") from None
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark else ""
-            raise OptionError(f"config file {path} is not valid YAML{where}") from None
+        values = read_yaml(path, "config file")
         if values is None:
             return cls()
         if not isinstance(values, dict):
             raise OptionError(f"config file {path} must hold a mapping of keys to values")
         return cls.from_dict(values)
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """The YAML document in `path`; a missing file or bad YAML is an `OptionError` naming `what`."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise OptionError(f"{what} {path} does not exist") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise OptionError(f"{what} {path} is not valid YAML{where}") from None
 
 
 def _per_channel(

@@ -88,6 +88,7 @@ def train(
     hooks: Sequence[TrainHook] = (),
     on_epoch_end: EpochCallback | None = None,
     force: bool = False,
+    curves: bool = True,
 ) -> TrainResult:
     """Train `config.model` on `config.data` for `config.epochs` epochs.
 
@@ -97,6 +98,7 @@ def train(
     instead of loading `config.data`. `hooks` plug into the loop (see `cnnlab.engine.hooks`);
     `on_epoch_end` is a shorthand for a hook that receives each epoch's metrics row after its
     checkpoint is written. A non-finite loss ends the run with status `diverged`.
+    `curves=False` skips `curves.png` (a study plots from its store).
 
     A new run refuses a folder that already holds one unless `force` (which deletes the old
     run's files first); the folder stays locked against other processes while the run trains
@@ -112,7 +114,13 @@ def train(
     try:
         with claim if context.is_main else contextlib.nullcontext():
             trainer = Trainer(
-                config, context, resume=resume, progress=progress, data=data, hooks=hooks
+                config,
+                context,
+                resume=resume,
+                progress=progress,
+                data=data,
+                hooks=hooks,
+                curves=curves,
             )
             return trainer.fit()
     finally:
@@ -131,8 +139,10 @@ class Trainer:
         progress: bool = True,
         data: DataSplits | None = None,
         hooks: Sequence[TrainHook] = (),
+        curves: bool = True,
     ) -> None:
         self.hooks = list(hooks)
+        self.curves = curves
         self.out_dir = Path(resume) if resume is not None else config.run_dir
         self.config = config = config.replace(out=str(self.out_dir))
         self.context = context
@@ -342,7 +352,8 @@ class Trainer:
         loss, top1, top5, count = self.context.sum(
             [result.loss * count, result.top1 * count, result.top5 * count, count]
         )
-        return {"test_loss": loss / count, "test_acc": top1 / count, "test_top5": top5 / count}
+        top5 = top5 / count if len(self.data.classes) > 5 else None  # else always 100%
+        return {"test_loss": loss / count, "test_acc": top1 / count, "test_top5": top5}
 
     def checkpoint_state(self, epochs_done: int) -> dict:
         """Everything needed to evaluate, predict with or resume this run (plain values only)."""
@@ -392,7 +403,9 @@ class Trainer:
                     break
         if writes:
             title = f"{self.config.model} on {self.config.data}"
-            curves = plot_curves(self.history, self.out_dir / "curves.png", title=title)
+            curves = None
+            if self.curves:
+                curves = plot_curves(self.history, self.out_dir / "curves.png", title=title)
             self.display.end_run(self.history, self.out_dir, curves)
         return TrainResult(status, self.history, self.out_dir, self.config, self.best_metric)
 

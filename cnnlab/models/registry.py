@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import InputSizeError, OptionError, UnknownNameError
+from cnnlab.weights import load_builtin_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -183,14 +184,29 @@ def _expected_value(option: str, default: object, value: object) -> str | None:
     return None
 
 
-def create_model(name: str, **options: object) -> nn.Module:
+def create_model(name: str, weights: str | None = None, **options: object) -> nn.Module:
     """Build model `name` with `options` (e.g. `num_classes=10, in_channels=1`).
 
-    The returned module carries `model_name` and `model_options` (the resolved options), which
-    is all a checkpoint needs to rebuild it.
+    `weights` names built-in trained weights of the model (e.g. `"cifar10"` for
+    `resnet20`; see `cnnlab.weights`): the model is built with their options (which `options`
+    may not contradict) and loaded with them. The returned module carries `model_name` and
+    `model_options` (the resolved options), which is all a checkpoint needs to rebuild it.
     """
+    state = None
+    if weights is not None:
+        state = load_builtin_weights(f"{name}.{weights}")
+        trained = state["model_options"]
+        for key, value in options.items():
+            if key in trained and trained[key] != value:
+                raise OptionError(
+                    f"{name}.{weights} was trained with {key}={trained[key]!r}, not {value!r}; "
+                    "to train on other data start from it with cnnlab.transfer"
+                )
+        options = {**trained, **options}
     resolved = resolve_options(name, **options)
     model = model_info(name).builder(**resolved)
+    if state is not None:
+        model.load_state_dict(state["model_state"])
     model.model_name = name
     model.model_options = resolved
     return model

@@ -277,6 +277,12 @@ class ResNet(ClassifierNet):
         """The residual stages `layer1`, `layer2`, ... in order."""
         return (getattr(self, f"layer{index}") for index in range(1, self.num_stages + 1))
 
+    def named_stages(self) -> list[tuple[str, nn.Module]]:
+        """The stem (`conv1`, `bn1`), the residual stages `layer1`.., then `fc`."""
+        stem = ("stem", nn.ModuleList([self.conv1, self.bn1]))
+        layers = [(f"layer{index}", stage) for index, stage in enumerate(self.stages(), start=1)]
+        return [stem, *layers, ("fc", self.fc)]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for stage in self.stages():

@@ -1,0 +1,99 @@
+"""`cnnlab study`: run an ablation study, watch it, report it, check its best combination."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from cnnlab.cli import app, console, print_table
+from cnnlab.studies.best import run_best
+from cnnlab.studies.report import REPORT_FOLDER, best_table, factor_table, write_report
+from cnnlab.studies.report import Table as ReportTable
+from cnnlab.studies.results import load_results
+from cnnlab.studies.runner import run_study
+from cnnlab.studies.store import STATUSES, open_existing
+
+study_app = typer.Typer(
+    help="Ablation studies: factor sweeps over repeated seeds.", no_args_is_help=True
+)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("run")
+def run_command(
+    spec: Path = typer.Argument(..., help="Study spec (YAML): base, factors, mode, seeds."),
+    out: Path = typer.Option(..., "--out", "-o", help="Study folder (store, runs, data, report)."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Parallel worker processes."),
+    extend: bool = typer.Option(False, "--extend", help="Add the spec's new points to the study."),
+    batched_seeds: bool = typer.Option(
+        False, "--batched-seeds", help="Train all seeds of a point at once as one ensemble."
+    ),
+) -> None:
+    """Run every pending run of SPEC in --out; finished runs are skipped, killed ones resumed."""
+    outcome = run_study(
+        spec, out, workers=workers, extend=extend, batched_seeds=batched_seeds, log=console.print
+    )
+    _print_counts(outcome.folder)
+    console.print(f"{outcome.seconds:.1f} s; report with `cnnlab study report {outcome.folder}`")
+
+
+@study_app.command("status")
+def status_command(folder: Path = typer.Argument(..., help="Study folder.")) -> None:
+    """How many runs are done, running, pending, diverged and failed, and the time left."""
+    _print_counts(folder)
+
+
+@study_app.command("report")
+def report_command(folder: Path = typer.Argument(..., help="Study folder.")) -> None:
+    """Tables, figures and the best values, as Markdown + PNGs and one offline HTML page."""
+    page = write_report(folder)
+    results = load_results(folder)
+    for factor, rows in results.factors.items():
+        _print_rich(factor_table(factor, rows))
+    _print_rich(best_table(results))
+    console.print(f"wrote {page.parent / 'report.md'} and {page}")
+
+
+@study_app.command("best")
+def best_command(
+    folder: Path = typer.Argument(..., help="Study folder."),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Parallel worker processes."),
+) -> None:
+    """Train the combination of each factor's best value with the study's seeds, vs the base."""
+    table = run_best(folder, workers=workers, log=console.print)
+    _print_rich(table)
+    console.print(f"report updated: {folder / REPORT_FOLDER / 'report.html'}")
+
+
+def _print_rich(table: ReportTable) -> None:
+    shown = Table(title=table.title, title_justify="left")
+    for index, column in enumerate(table.columns):
+        shown.add_column(column, justify="left" if index == 0 else "right")
+    for row in table.rows:
+        shown.add_row(*row)
+    print_table(shown)
+
+
+def _print_counts(folder: Path) -> None:
+    store = open_existing(folder)
+    try:
+        counts, left = store.counts(), store.seconds_left()
+        failed = store.runs(where="status = 'failed'")
+    finally:
+        store.close()
+    table = Table(title=f"study {folder}")
+    for status in (*STATUSES, "time left"):
+        table.add_column(status, justify="right")
+    shown_left = "-" if left is None else _duration(left)
+    table.add_row(*(str(counts[status]) for status in STATUSES), shown_left)
+    print_table(table)
+    for record in failed:
+        console.print(f"[red]failed[/] {record.point} seed {record.seed}: {record.error}")
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

@@ -1,0 +1,58 @@
+"""`cnnlab study best`: the combination of each factor's best value, against the base.
+
+The classic "tuned against default" table: the best value of every factor (highest mean test
+accuracy) combined into one config, trained with the study's seeds in the same folder, and
+reported side by side with the base. A combination that is already a point of the study (one
+factor changed, or any point of a grid) reuses its finished runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cnnlab.errors import StudyError
+from cnnlab.studies.report import Table, tuned_table, write_report
+from cnnlab.studies.results import load_results
+from cnnlab.studies.runner import LEASE_SECONDS, Log, check_against_data, run_configs
+from cnnlab.studies.spec import Run, StudySpec
+from cnnlab.studies.store import BEST_POINT_KEY, StudyStore
+
+
+def run_best(
+    folder: str | Path,
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    lease_seconds: float = LEASE_SECONDS,
+    log: Log | None = print,
+) -> Table:
+    """Train the best combination with the study's seeds; the side-by-side table with the base."""
+    folder = Path(folder)
+    results = load_results(folder)
+    best = results.best()
+    if len(best) < len(results.factors):
+        missing = ", ".join(sorted(set(results.factors) - set(best)))
+        raise StudyError(f"no finished runs for factor {missing}; run the study to the end first")
+    spec = StudySpec.from_dict(results.spec)
+    point = spec.point({factor: summary.value for factor, summary in best.items()})
+    configs = {
+        Run(point, seed): spec.config_for(point, seed, folder / "runs" / Run(point, seed).folder)
+        for seed in spec.seeds
+    }
+    check_against_data(folder, spec, configs, None)
+    store = StudyStore(folder)
+    try:
+        store.set_meta({BEST_POINT_KEY: point.name})
+        run_configs(
+            store,
+            configs,
+            workers=workers,
+            threads=threads,
+            lease_seconds=lease_seconds,
+            batched_seeds=False,
+            log=log,
+        )
+    finally:
+        store.close()
+    write_report(folder)
+    return tuned_table(load_results(folder), point.name)

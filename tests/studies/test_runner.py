@@ -1,0 +1,166 @@
+"""Running studies: resume, skip, divergence, failures, other specs, SIGKILL and two runners."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from study_helpers import DATA, start_runner, tiny_spec
+from synthetic import write_image_folder
+from typer.testing import CliRunner
+
+from cnnlab.cli import app
+from cnnlab.data.normalization import channel_mean_std
+from cnnlab.errors import OptionError, StudyError
+from cnnlab.studies import StudySpec, run_study
+from cnnlab.studies.shared_data import open_data, prepare_data
+from cnnlab.studies.store import StudyStore
+
+
+def _run(spec: dict, out: Path, **options):
+    return run_study(StudySpec.from_dict(spec), out, data=DATA, threads=1, log=None, **options)
+
+
+def _column(out: Path, sql: str) -> list:
+    with sqlite3.connect(out / "study.db") as db:
+        return [row[0] for row in db.execute(sql)]
+
+
+def test_a_study_runs_every_point_and_seed_and_a_second_call_skips_them(tmp_path: Path) -> None:
+    outcome = _run(tiny_spec(), tmp_path)
+    assert outcome.counts["done"] == 6 and outcome.counts["pending"] == 0
+    store = StudyStore(tmp_path)
+    record = store.runs(where="point = 'lr=0.2' AND seed = 1")[0]
+    assert record.config["lr"] == 0.2 and record.config["out"].endswith("runs/lr=0.2-s1")
+    assert [row["epoch"] for row in store.epochs(record.id)] == [1, 2]
+    assert record.final["epochs"] == 2 and 0 <= record.final["test_acc"] <= 1
+    assert record.environment["torch"] and record.environment["cpu_count"]
+    assert (tmp_path / "runs" / "lr=0.2-s1" / "last.pt").is_file()
+    again = _run(tiny_spec(), tmp_path)
+    assert again.counts["done"] == 6
+    assert _column(tmp_path, "SELECT attempts FROM runs") == [1] * 6
+
+
+def test_same_spec_and_seeds_give_the_same_numbers(tmp_path: Path) -> None:
+    spec = tiny_spec(factors={"lr": [0.05]}, seeds=1)
+    finals = [
+        [record.final for record in StudyStore(_run(spec, tmp_path / name).folder).runs()]
+        for name in ("a", "b")
+    ]
+    assert finals[0] == finals[1]
+
+
+def test_a_diverging_learning_rate_is_recorded_as_diverged(tmp_path: Path) -> None:
+    outcome = _run(tiny_spec(factors={"lr": [1e9]}, seeds=1), tmp_path)
+    assert outcome.counts["diverged"] == 1 and outcome.counts["done"] == 1
+    record = StudyStore(tmp_path).runs(where="status = 'diverged'")[0]
+    assert record.final["epochs"] == 1  # stopped in its first epoch
+
+
+def test_a_failing_run_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
+    outcome = _run(tiny_spec(factors={"mean": [[0.5, 0.5]]}, seeds=1), tmp_path)
+    assert outcome.counts["failed"] == 1 and outcome.counts["done"] == 1
+    (error,) = _column(tmp_path, "SELECT error FROM runs WHERE status = 'failed'")
+    assert error.startswith("OptionError: mean has 2 values")
+
+
+def test_a_value_the_model_refuses_for_the_data_fails_before_any_run(tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match="factor value kernel_size=9: model .lenet5. "):
+        _run(tiny_spec(factors={"kernel_size": [9]}), tmp_path)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_folder_from_another_spec_is_refused_unless_extend_only_adds(tmp_path: Path) -> None:
+    _run(tiny_spec(factors={"lr": [0.05]}, seeds=1), tmp_path)
+    wider = tiny_spec(factors={"lr": [0.05, 0.2]}, seeds=1)
+    with pytest.raises(StudyError, match=r"another spec \(factor lr adds \[0.2\]\); add --extend"):
+        _run(wider, tmp_path)
+    assert _run(wider, tmp_path, extend=True).counts["done"] == 3
+    changed = tiny_spec(factors={"lr": [0.05, 0.2]}, seeds=1)
+    changed["base"]["epochs"] = 1
+    with pytest.raises(StudyError, match="base.epochs 2 -> 1"):
+        _run(changed, tmp_path, extend=True)
+
+
+@pytest.mark.slow
+def test_a_study_killed_mid_run_resumes_repeating_at_most_the_run_in_flight(tmp_path: Path) -> None:
+    spec = tiny_spec(factors={"lr": [0.05, 0.2]}, seeds=2)
+    spec["base"]["epochs"] = 4
+    runner = start_runner(spec, tmp_path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and runner.poll() is None:
+        time.sleep(0.1)
+        try:
+            statuses = _column(tmp_path, "SELECT status FROM runs")
+        except sqlite3.OperationalError:  # not created yet
+            continue
+        if "done" in statuses and "running" in statuses:
+            break
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    assert _column(tmp_path, "SELECT status FROM runs").count("running") == 1
+    outcome = _run(spec, tmp_path, lease_seconds=2.0)
+    assert outcome.counts["done"] == 6
+    attempts = _column(tmp_path, "SELECT attempts FROM runs")
+    assert sum(attempts) == 7 and max(attempts) == 2
+
+
+@pytest.mark.slow
+def test_two_runners_on_one_folder_share_the_work_and_do_no_run_twice(tmp_path: Path) -> None:
+    spec = tiny_spec(factors={"lr": [0.02, 0.05, 0.2]}, seeds=2)
+    runners = [start_runner(spec, tmp_path) for _ in range(2)]
+    for runner in runners:
+        _, errors = runner.communicate(timeout=240)
+        assert runner.returncode == 0, errors.decode()[-2000:]
+    assert _column(tmp_path, "SELECT status FROM runs") == ["done"] * 8
+    assert _column(tmp_path, "SELECT attempts FROM runs") == [1] * 8
+    assert len(set(_column(tmp_path, "SELECT worker FROM runs"))) == 2
+
+
+@pytest.mark.slow  # two spawned worker processes each import torch
+def test_cli_run_decodes_the_dataset_once_into_files_every_worker_maps(tmp_path: Path) -> None:
+    folder = write_image_folder(DATA, tmp_path / "images")
+    spec = tmp_path / "study.yaml"
+    spec.write_text(
+        f"base: {{model: lenet5, data: 'folder:{folder}', channels: 1, epochs: 1,"
+        " batch_size: 32, optimizer: sgd, schedule: constant, device: cpu,"
+        " model_options: {kernel_size: 3}}\n"
+        "factors: {pooling: [max]}\nseeds: [5]\n"
+    )
+    out = tmp_path / "study"
+    result = CliRunner().invoke(app, ["study", "run", str(spec), "-o", str(out), "-w", "2"])
+    assert result.exit_code == 0, result.output
+    (data,) = (out / "data").iterdir()
+    assert sorted(p.name for p in data.glob("*.npy")) == [
+        "test_images.npy",
+        "test_labels.npy",
+        "train_images.npy",
+        "train_labels.npy",
+    ]
+    assert _column(out, "SELECT status FROM runs") == ["done", "done"]
+
+
+def test_train_images_keeps_the_first_images_with_their_own_statistics(tmp_path: Path) -> None:
+    config = StudySpec.from_dict(tiny_spec()).base
+    splits = open_data(prepare_data(tmp_path, config, 100, DATA))
+    assert len(splits.train) == 100 and len(splits.test) == len(DATA.test)
+    assert torch.equal(splits.train.images, DATA.train.images[:100])
+    assert splits.mean == pytest.approx(channel_mean_std(DATA.train.images[:100])[0])
+
+
+def test_cli_status_shows_the_counts_and_bad_specs_are_one_red_line(tmp_path: Path) -> None:
+    _run(tiny_spec(factors={"lr": [0.05]}, seeds=1), tmp_path / "study")
+    cli = CliRunner()
+    result = cli.invoke(app, ["study", "status", str(tmp_path / "study")])
+    assert result.exit_code == 0 and "done" in result.output and "2" in result.output
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("base: {model: lenet5}\nfactors: {activation: [swish]}\nseeds: 1\n")
+    result = cli.invoke(app, ["study", "run", str(spec), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2
+    assert "unknown activation 'swish'" in result.output and "Traceback" not in result.output
+    result = cli.invoke(app, ["study", "status", str(tmp_path / "nothing")])
+    assert result.exit_code == 2 and "is not a study folder" in result.output

@@ -1,0 +1,85 @@
+"""The SQLite store: idempotent enqueue, claims and leases, corrupt and locked files."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from cnnlab.errors import StudyError
+from cnnlab.studies.store import LeaseLost, StudyStore, open_existing
+
+
+def _runs(count: int) -> list[dict]:
+    return [
+        {
+            "point": "base",
+            "seed": seed,
+            "folder": f"base-s{seed}",
+            "changes": {},
+            "config": {"seed": seed},
+        }
+        for seed in range(count)
+    ]
+
+
+def test_enqueue_is_idempotent_and_claims_take_each_run_once(tmp_path: Path) -> None:
+    store = StudyStore(tmp_path)
+    assert store.enqueue(_runs(2)) == 2
+    assert store.enqueue(_runs(3)) == 1  # only seed 2 is new
+    claimed = [store.claim("a", 60), store.claim("b", 60), store.claim("a", 60)]
+    assert sorted(record.seed for record in claimed) == [0, 1, 2]
+    assert store.claim("b", 60) is None
+    assert store.counts()["running"] == 3 and store.live_workers() == 2
+
+
+def test_an_expired_lease_goes_back_to_pending_and_the_old_holder_loses_it(tmp_path: Path) -> None:
+    store = StudyStore(tmp_path)
+    store.enqueue(_runs(1))
+    first = store.claim("dead", 0.05)
+    time.sleep(0.1)
+    assert store.counts()["pending"] == 1
+    second = store.claim("alive", 60)
+    assert second.id == first.id and second.attempts == 2
+    with pytest.raises(LeaseLost):
+        store.renew(first.id, "dead", 60)
+    with pytest.raises(LeaseLost):
+        store.finish(first.id, "dead", "done", wall_seconds=1.0)
+    store.add_epoch(second.id, "alive", {"epoch": 1, "test_acc": 0.5}, 60)
+    store.finish(
+        second.id,
+        "alive",
+        "done",
+        wall_seconds=2.0,
+        final={"test_acc": 0.5},
+        history=[{"epoch": 1, "test_acc": 0.5}, {"epoch": 2, "test_acc": 0.6}],
+    )
+    record = store.run(second.id)
+    assert record.status == "done" and record.final == {"test_acc": 0.5}
+    assert [row["epoch"] for row in store.epochs(second.id)] == [1, 2]
+    assert store.seconds_left() == 0
+
+
+def test_a_corrupt_store_is_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "study.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StudyError, match="not a readable SQLite database.*move it away"):
+        StudyStore(tmp_path)
+
+
+def test_a_locked_store_is_one_clear_line(tmp_path: Path) -> None:
+    StudyStore(tmp_path).enqueue(_runs(1))
+    holder = sqlite3.connect(tmp_path / "study.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        store = StudyStore(tmp_path, busy_timeout=0.2)
+        with pytest.raises(StudyError, match="is locked by another process"):
+            store.claim("a", 60)
+    finally:
+        holder.execute("ROLLBACK")
+
+
+def test_a_folder_without_a_study_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StudyError, match="is not a study folder"):
+        open_existing(tmp_path)

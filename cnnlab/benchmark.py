@@ -29,7 +29,7 @@ import torchvision
 from torch import nn
 
 from cnnlab.engine.distributed import resolve_device
-from cnnlab.errors import OptionError
+from cnnlab.errors import InputSizeError, OptionError
 from cnnlab.models import create_model_for_input, model_info
 from cnnlab.models.layers import AuxOutputs
 from cnnlab.summary import summarize
@@ -139,7 +139,14 @@ def run_benchmark(
     results = []
     for name in models:
         shape = input_size or model_info(name).input_size
-        flops = summarize(name, shape, num_classes=NUM_CLASSES).flops
+        try:
+            flops = summarize(name, shape, num_classes=NUM_CLASSES).flops
+        except InputSizeError as error:  # the model cannot take this input: say so, go on
+            results += [
+                BenchResult(name, "cnnlab", size, shape, str(device), error=str(error))
+                for size in batch_sizes
+            ]
+            continue
         for batch_size in batch_sizes:
             results += _bench_pair(name, shape, batch_size, flops, device, settings)
     return results
@@ -167,8 +174,17 @@ def _bench_pair(
     runners: dict[str, _Runner] = {}
     try:
         for source, build in builders.items():
-            runners[source] = _Runner(build(), shape, batch_size, device, settings)
-        for mode in ("train", "infer"):
+            try:
+                runners[source] = _Runner(build(), shape, batch_size, device, settings)
+                runners[source].step("train")  # a network that cannot take the input fails here
+            except (InputSizeError, RuntimeError) as error:
+                if _is_out_of_memory(error):
+                    raise
+                runners.pop(source, None)
+                size = "x".join(map(str, shape[1:]))
+                reason = str(error).splitlines()[0]
+                rows[source].error = f"cannot run at {size}: {reason}"
+        for mode in ("train", "infer") if runners else ():
             rates = _interleaved_rates(runners, mode, batch_size, settings.repeats)
             for source, rate in rates.items():
                 setattr(rows[source], f"{mode}_images_per_sec", rate)

@@ -18,16 +18,10 @@ from cnnlab.cli import app
 from cnnlab.errors import OptionError, UnknownNameError
 from cnnlab.summary import summarize
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 QUICK = BenchSettings(device="cpu", repeats=1)
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_torchvision_architectures_are_timed_beside_cnnlab() -> None:
@@ -96,3 +90,9 @@ def test_cli_table_and_one_line_errors() -> None:
         result = runner.invoke(app, ["bench", *args])
         assert result.exit_code == 2 and message in result.output
         assert "Traceback" not in result.output
+
+
+def test_a_model_that_cannot_take_the_input_is_reported_and_the_rest_goes_on() -> None:
+    rows = run_benchmark(["alexnet", "lenet5_modern"], [2], QUICK, (1, 28, 28))
+    assert rows[0].model == "alexnet" and "smallest it accepts" in rows[0].error
+    assert rows[-1].model == "lenet5_modern" and rows[-1].train_images_per_sec > 0

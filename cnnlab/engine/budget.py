@@ -7,7 +7,7 @@ epoch, test evaluation included, and re-plans the run for as many epochs as the 
 time holds (`Trainer.set_epochs`), so that the one-cycle or cosine schedule ends at the
 deadline. After each epoch it re-plans from the epochs' mean wall time so far (evaluation and
 checkpoints included) when that changes the count, so a machine that slows down or speeds up
-still ends its schedule on time. Every process plans from the same mean (DDP), so all stop
+still ends its schedule on time; a schedule that has ended is never restarted. Every process plans from the same mean (DDP), so all stop
 together. Until the first plan, the schedule is laid out for a long run, so the measured steps
 train at the schedule's starting learning rate.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -98,21 +99,35 @@ class TimeBudget(TrainHook):
             data = trainer.data
             eval_share = EVAL_COST * len(data.test) / max(1, len(data.train))
             epoch = step_seconds * len(trainer.train_loader) * (1 + eval_share)
-            self._plan(trainer, epochs_done=0, epoch_seconds=epoch, since=self.first_epoch_started)
+            since = self.first_epoch_started
+            self._plan(trainer, epochs_done=0, epoch_seconds=epoch, since=since, rounding=round)
 
     def after_epoch(self, trainer: Trainer, row: dict) -> bool:
         now, done = time.perf_counter(), row["epoch"]
+        if done >= trainer.config.epochs:  # the schedule has ended: never restart it
+            return True
         epoch_seconds = (now - self.first_epoch_started) / done  # evaluation, checkpoints too
         self._plan(trainer, epochs_done=done, epoch_seconds=epoch_seconds, since=now)
         return done >= trainer.config.epochs
 
     def _plan(
-        self, trainer: Trainer, *, epochs_done: int, epoch_seconds: float, since: float
+        self,
+        trainer: Trainer,
+        *,
+        epochs_done: int,
+        epoch_seconds: float,
+        since: float,
+        rounding: Callable[[float], int] = math.floor,
     ) -> None:
-        """Re-plan for `epochs_done` plus as many `epoch_seconds` epochs as fit after `since`."""
+        """Re-plan for `epochs_done` plus the `epoch_seconds` epochs that fit after `since`.
+
+        The first plan, from a few steps, rounds to the nearest count (the plans after each
+        epoch correct it); later plans round down, so the run ends before the deadline.
+        """
         epoch_seconds = trainer.context.sum([epoch_seconds])[0] / trainer.context.world_size
-        total = epochs_done + math.floor((self.deadline - since) / epoch_seconds)
-        if total < 1:
+        fitting = (self.deadline - since) / epoch_seconds
+        total = epochs_done + rounding(fitting)
+        if epochs_done + fitting < 1:
             raise OptionError(
                 f"time budget {format_duration(self.seconds)} is too small for one epoch: "
                 f"an epoch takes about {format_duration(epoch_seconds)} here "

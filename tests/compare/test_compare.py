@@ -18,6 +18,8 @@ from cnnlab.compare.report import markdown_table
 from cnnlab.engine.config import TrainConfig
 from cnnlab.errors import OptionError, UnknownNameError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 runner = CliRunner()
 MODELS = ["lenet5_modern", "lenet5"]
 
@@ -36,14 +38,6 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 image = Image.fromarray(pixels.clamp(0, 255).to(torch.uint8).numpy(), mode="L")
                 image.save(root / split / f"c{label}" / f"{index}.png")
     return root
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_recipes_pick_small_input_variants_and_learning_rates() -> None:

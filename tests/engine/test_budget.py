@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from synthetic import synthetic_splits
 
 from cnnlab.engine.budget import format_duration, parse_duration
@@ -14,17 +13,9 @@ from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.trainer import train
 from cnnlab.errors import OptionError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DATA = synthetic_splits(train=512, test=64)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Step times this small are stable with one thread; with two on a busy 2-core machine
-    every operator waits for a descheduled thread, and steps vary fifty-fold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _config(tmp_path: Path, budget: str, **changes) -> TrainConfig:

@@ -72,13 +72,6 @@ app = typer.Typer(
 )
 
 # Command modules register themselves on `app` when imported.
-from cnnlab.cli import (  # noqa: E402,F401
-    data_cmd,
-    eval_cmd,
-    explain_cmd,
-    models_cmd,
-    study_cmd,
-    train_cmd,
-)
+from cnnlab.cli import data_cmd, eval_cmd, explain_cmd, models_cmd, study_cmd, train_cmd  # noqa: E402,F401
 
 __all__ = ["app", "console", "error_console", "print_table"]

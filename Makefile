@@ -16,7 +16,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/cnnlab summary lenet5_modern --input 1x28x28
-	$(BIN)/cnnlab train --config examples/demo.yaml --out runs/demo
+	$(BIN)/cnnlab train --config examples/demo.yaml --out runs/demo --force
 	$(BIN)/cnnlab eval runs/demo
 
 test: $(STAMP)

@@ -1,16 +1,19 @@
 """LeNet-5 on full Fashion-MNIST: cnnlab against the textbook reference recipe, in one run.
 
-Parts (each can be skipped):
+Parts (each can be skipped; a skipped part's targets say "not measured"):
   recipe  the reference `reference_lenet.py` and cnnlab on the same recipe (sigmoid LeNet-5,
-          average pooling, Xavier init, plain SGD at lr 0.9, batch 256, raw [0, 1] pixels):
-          training throughput, final training loss and test accuracy;
-  tta     time to accuracy: cnnlab's default recipe for `lenet5_modern`, wall-clock seconds
-          from process start until its test accuracy first reaches the reference's final one,
-          against the reference's wall-clock time for its epochs;
-  fast    `examples/fashion_mnist_fast.yaml` over a few seeds: a LeNet-5-sized network past
-          0.906 test accuracy in under 10 minutes.
+          average pooling, Xavier weights over PyTorch's default biases from the same seed,
+          plain SGD at lr 0.9, batch 256, raw [0, 1] pixels), once per seed: training
+          throughput, final training loss and test accuracy;
+  tta     time to accuracy, per seed: each side's wall-clock from process start to the first
+          epoch whose test accuracy reaches 0.75 (both evaluate after every epoch); the
+          reference runs the textbook recipe, cnnlab its default `lenet5_modern` recipe;
+  fast    `examples/fashion_mnist_fast.yaml` (chosen on a validation split by
+          `bench/choose_fast_recipe.py`) on seeds not used in the choice: a LeNet-5-sized
+          network past 0.906 test accuracy in under 10 minutes.
 
-Usage: python bench/lenet_fashion_mnist.py [--skip-recipe] [--skip-tta] [--skip-fast]
+Usage: python bench/lenet_fashion_mnist.py [--seeds 0,1,2] [--skip-recipe] [--skip-tta]
+       [--skip-fast]
 The last line printed is a JSON summary (targets, results, provenance).
 """
 
@@ -45,6 +48,8 @@ FAST_SECONDS = 600.0
 LOSS_TOLERANCE = 0.05  # final training loss within 5% of the reference's
 ACCURACY_POINTS = 2.0  # test accuracy within 2 points of the reference's
 TTA_SPEEDUP = 5.0
+TTA_ACCURACY = 0.75  # the reference reaches it in every seed; 0.80 only in some
+FAST_SEEDS = "3,4,5"  # bench/choose_fast_recipe.py chose the recipe with seeds 0 and 1
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,9 +57,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, help="Fashion-MNIST IDX folder (default: shared)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the textbook recipe")
     parser.add_argument(
-        "--seeds", default="0", help="seeds of the textbook recipe (each side once per seed)"
+        "--seeds", default="0,1,2", help="seeds of the recipe and tta parts (each side once)"
     )
-    parser.add_argument("--fast-seeds", default="0,1,2", help="seeds of the fast recipe")
+    parser.add_argument(
+        "--fast-seeds", default=FAST_SEEDS, help="seeds of the fast recipe (not the choice's)"
+    )
     parser.add_argument("--skip-recipe", action="store_true")
     parser.add_argument("--skip-tta", action="store_true")
     parser.add_argument("--skip-fast", action="store_true")
@@ -76,7 +83,7 @@ def textbook_config(spec: str, epochs: int, seed: int, out: Path) -> TrainConfig
         lr=0.9,
         weight_decay=0.0,
         schedule="constant",
-        init="xavier",
+        init="xavier_weights",  # the reference's: Xavier weights, PyTorch's default biases
         mean=[0.0],
         std=[1.0],
         seed=seed,
@@ -85,7 +92,9 @@ def textbook_config(spec: str, epochs: int, seed: int, out: Path) -> TrainConfig
     )
 
 
-def compare_recipe(references: list[TimedRun], runs: list[TimedRun]) -> tuple[list[Target], dict]:
+def compare_recipe(
+    seeds: list[int], references: list[TimedRun], runs: list[TimedRun]
+) -> tuple[list[Target], dict]:
     """Throughput, final training loss and test accuracy of the same recipe, seed-averaged."""
     ref_rows = _mean_rows(references)
     rows = _mean_rows(runs)
@@ -117,10 +126,20 @@ def compare_recipe(references: list[TimedRun], runs: list[TimedRun]) -> tuple[li
         ],
     )
     accuracy = ("test accuracy cnnlab - reference", ACCURACY_POINTS, " points")
+    finals = "; ".join(
+        f"seed {seed}: {ref.epochs()[-1][1]['test_acc']:.4f} vs {run.epochs()[-1][1]['test_acc']:.4f}"
+        for seed, ref, run in zip(seeds, references, runs, strict=True)
+    )
     targets = [
         Target.at_least("training throughput cnnlab/reference", speedup, 1.0),
         Target.within("final training loss cnnlab/reference", loss_ratio, 1.0, LOSS_TOLERANCE, ""),
-        Target.within(f"final {accuracy[0]}", final_diff, 0.0, *accuracy[1:]),
+        Target.within(
+            f"final {accuracy[0]}",
+            final_diff,
+            0.0,
+            *accuracy[1:],
+            note=f"reference vs cnnlab, {finals}",
+        ),
         Target.within(f"last-3-epoch mean {accuracy[0]}", last3_diff, 0.0, *accuracy[1:]),
     ]
     results = {
@@ -150,37 +169,63 @@ def _mean_rows(runs: list[TimedRun]) -> list[dict]:
 
 
 def time_to_accuracy(
-    reference: TimedRun, spec: str, seed: int, workdir: Path
+    references: list[TimedRun], spec: str, seeds: list[int], workdir: Path
 ) -> tuple[list[Target], dict]:
-    """cnnlab's default `lenet5_modern` recipe until it matches the reference's final accuracy."""
-    ref_seconds, ref_last = reference.epochs()[-1]
-    goal = ref_last["test_acc"]
-    config = TrainConfig(data=spec, epochs=10, seed=seed, device="cpu", out=str(workdir / "tta"))
-    run = run_timed(
-        cnnlab_command(config, workdir, "tta"), stop=lambda row: row.get("test_acc", 0) >= goal
-    )
-    epochs = run.epochs()
+    """Per seed, each side's seconds from process start to its first epoch at `TTA_ACCURACY`.
+
+    The reference's are its textbook runs of the recipe part (they run on past the threshold,
+    which changes nothing before it); cnnlab runs its default `lenet5_modern` recipe.
+    """
+    rows = []
+    for seed, reference in zip(seeds, references, strict=True):
+        config = TrainConfig(
+            data=spec, epochs=10, seed=seed, device="cpu", out=str(workdir / f"tta-{seed}")
+        )
+        console.print(f"cnnlab's default lenet5_modern recipe to {TTA_ACCURACY}, seed {seed} ...")
+        run = run_timed(
+            cnnlab_command(config, workdir, f"tta-{seed}"),
+            stop=lambda row: row.get("test_acc", 0) >= TTA_ACCURACY,
+        )
+        ref_seconds, ref_epoch = _first_at(reference, TTA_ACCURACY)
+        seconds, epoch = _first_at(run, TTA_ACCURACY)
+        ratio = ref_seconds / seconds if ref_seconds and seconds else None
+        rows.append([seed, ref_seconds, ref_epoch, seconds, epoch, ratio])
     print_table(
-        f"Time to {goal:.4f} test accuracy: cnnlab's default lenet5_modern recipe",
-        ["epoch", "seconds since start", "test acc"],
-        [[row["epoch"], seconds, row["test_acc"]] for seconds, row in epochs],
+        f"Time to {TTA_ACCURACY} test accuracy, seconds from process start (None: never)",
+        ["seed", "reference s", "ref epoch", "cnnlab s", "cnnlab epoch", "reference/cnnlab"],
+        rows,
     )
-    reached = next((seconds for seconds, row in epochs if row["test_acc"] >= goal), None)
-    speedup = ref_seconds / reached if reached else 0.0
-    console.print(
-        f"reference: {ref_seconds:.1f} s for {ref_last['epoch']} epochs (to {goal:.4f}); "
-        f"cnnlab: {'never' if reached is None else f'{reached:.1f} s'}"
+    ratios = [row[-1] for row in rows]
+    per_seed = ", ".join(
+        f"seed {row[0]}: {'never' if row[-1] is None else f'{row[-1]:.2f}x'}" for row in rows
     )
-    target = Target.at_least(
-        "time to the reference's accuracy, reference/cnnlab", speedup, TTA_SPEEDUP
+    name = f"time to {TTA_ACCURACY} test accuracy reference/cnnlab, lowest over seeds"
+    if None in ratios:
+        target = Target(
+            name, 0.0, f">= {TTA_SPEEDUP:g}x", False, note=f"a side never got there; {per_seed}"
+        )
+    else:
+        target = Target.at_least(name, min(ratios), TTA_SPEEDUP, note=per_seed)
+    keys = (
+        "seed",
+        "reference_seconds",
+        "reference_epoch",
+        "cnnlab_seconds",
+        "cnnlab_epoch",
+        "ratio",
     )
-    results = {
-        "goal_test_acc": goal,
-        "reference_seconds": ref_seconds,
-        "cnnlab_seconds": reached,
-        "cnnlab_epochs": [dict(_compact(row), since_start=s) for s, row in epochs],
+    return [target], {
+        "threshold": TTA_ACCURACY,
+        "per_seed": [dict(zip(keys, row, strict=True)) for row in rows],
     }
-    return [target], results
+
+
+def _first_at(run: TimedRun, accuracy: float) -> tuple[float | None, int | None]:
+    """Seconds since the process started and the epoch of its first row at `accuracy`."""
+    return next(
+        ((seconds, row["epoch"]) for seconds, row in run.epochs() if row["test_acc"] >= accuracy),
+        (None, None),
+    )
 
 
 def fast_recipe(spec: str, seeds: list[int], workdir: Path) -> tuple[list[Target], dict]:
@@ -259,19 +304,45 @@ def main() -> None:
             if not args.skip_recipe:
                 runs.append(run_textbook(spec, args.epochs, seed, workdir))
         if runs:
-            part_targets, results["recipe"] = compare_recipe(references, runs)
-            targets += part_targets
+            part_targets, results["recipe"] = compare_recipe(seeds, references, runs)
+        else:
+            part_targets = _not_measured(RECIPE_TARGETS, "--skip-recipe")
+        targets += part_targets
         if not args.skip_tta:
-            console.print("cnnlab's default lenet5_modern recipe, time to accuracy ...")
             part_targets, results["time_to_accuracy"] = time_to_accuracy(
-                references[0], spec, seeds[0], workdir
+                references, spec, seeds, workdir
             )
-            targets += part_targets
+        else:
+            part_targets = _not_measured(TTA_TARGETS, "--skip-tta")
+        targets += part_targets
         if not args.skip_fast:
             console.print(f"fast recipe, seeds {fast_seeds} ...")
             part_targets, results["fast"] = fast_recipe(spec, fast_seeds, workdir)
-            targets += part_targets
+        else:
+            part_targets = _not_measured(FAST_TARGETS, "--skip-fast")
+        targets += part_targets
     print_summary("lenet_fashion_mnist", targets, results, meta)
+
+
+RECIPE_TARGETS = {
+    "training throughput cnnlab/reference": ">= 1x",
+    "final training loss cnnlab/reference": f"1 ± {LOSS_TOLERANCE:g}",
+    "final test accuracy cnnlab - reference": f"0 ± {ACCURACY_POINTS:g} points",
+    "last-3-epoch mean test accuracy cnnlab - reference": f"0 ± {ACCURACY_POINTS:g} points",
+}
+TTA_TARGETS = {
+    f"time to {TTA_ACCURACY} test accuracy reference/cnnlab, lowest over seeds": (
+        f">= {TTA_SPEEDUP:g}x"
+    )
+}
+FAST_TARGETS = {
+    "fast recipe, lowest final test accuracy": f">= {FAST_ACCURACY:g}",
+    "fast recipe, slowest wall-clock": f"<= {FAST_SECONDS:g} s",
+}
+
+
+def _not_measured(goals: dict[str, str], flag: str) -> list[Target]:
+    return [Target.not_measured(name, goal, f"skipped with {flag}") for name, goal in goals.items()]
 
 
 def _seed_list(text: str) -> list[int]:

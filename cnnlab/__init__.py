@@ -8,6 +8,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.explain import explain
 from cnnlab.models import create_model, list_models, model_info
 from cnnlab.studies import run_study
+from cnnlab.transfer import transfer
 
 __version__ = "0.1.0"
 
@@ -24,4 +25,5 @@ __all__ = [
     "model_info",
     "run_study",
     "train",
+    "transfer",
 ]

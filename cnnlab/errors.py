@@ -49,3 +49,7 @@ class StudyError(CnnlabError):
 
 class CnnlabWarning(UserWarning):
     """Data or options that work, but not as the user may expect (a skipped file, a split)."""
+
+
+class ExportError(CnnlabError):
+    """A model that cannot be exported, or whose export does not compute what PyTorch does."""

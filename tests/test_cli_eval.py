@@ -214,3 +214,55 @@ def test_eval_defaults_to_the_training_data_and_split(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     assert report["data"] == "mnist-5k"
     assert report["top1"] == pytest.approx(trained.final["test_acc"], abs=1e-6)
+
+
+def _eval_report(runner: CliRunner, checkpoint: Path, data: str, out: Path, *options: str):
+    arguments = ["eval", str(checkpoint), "--data", data, "--out", str(out), "--device", "cpu"]
+    result = runner.invoke(app, [*arguments, *options])
+    assert result.exit_code == 0, result.output
+    return result, json.loads((out / "eval.json").read_text())
+
+
+def test_eval_on_other_data_without_a_test_split_scores_every_image(
+    runner: CliRunner, checkpoint: Path, tmp_path: Path
+) -> None:
+    """A flat class-per-folder tree is not re-split: all 7 images count, not a 20% slice."""
+    folder = tmp_path / "photos"
+    for index in range(4):
+        write_png(folder / "dark" / f"{index}.png", DARK, seed=index)
+    for index in range(3):
+        write_png(folder / "light" / f"{index}.png", LIGHT, seed=20 + index)
+    result, report = _eval_report(runner, checkpoint, f"folder:{folder}", tmp_path / "r")
+    assert (report["split"], report["count"]) == ("all", 7)
+    assert report["top1"] == 1.0
+    assert "(all splits, 7 images)" in result.stdout
+
+
+def test_eval_split_chooses_test_train_or_all(
+    runner: CliRunner, checkpoint: Path, image_tree: Path, tmp_path: Path
+) -> None:
+    data = f"folder:{image_tree}"  # its own test/ sub-tree: 6 test, 8 train images
+    counts = {}
+    for split in ("test", "train", "all"):
+        result, report = _eval_report(runner, checkpoint, data, tmp_path / split, "--split", split)
+        assert report["split"] == split
+        counts[split] = report["count"]
+    assert counts == {"test": 6, "train": 8, "all": 14}
+    _, default = _eval_report(runner, checkpoint, data, tmp_path / "default")
+    assert (default["split"], default["count"]) == ("test", 6)
+    refused = runner.invoke(app, ["eval", str(checkpoint), "--data", data, "--split", "val"])
+    assert refused.exit_code == 2 and "unknown split 'val'" in refused.stderr
+
+
+def test_two_classes_show_no_top_k_and_row_labels_keep_one_index(
+    runner: CliRunner, checkpoint: Path, image_tree: Path, tmp_path: Path
+) -> None:
+    from cnnlab.cli.eval_cmd import _row_label
+
+    result, report = _eval_report(runner, checkpoint, f"folder:{image_tree}", tmp_path / "r")
+    assert "Top-1 accuracy" in result.stdout
+    assert "Top-2" not in result.stdout and "Top-5" not in result.stdout
+    assert report["top_k"] is None
+    assert "0 dark" in result.stdout
+    assert _row_label(0, "0 - zero") == "0 - zero"  # MNIST's class names carry the digit
+    assert _row_label(3, "cat") == "3 cat"

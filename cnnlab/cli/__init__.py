@@ -72,6 +72,17 @@ app = typer.Typer(
 )
 
 # Command modules register themselves on `app` when imported.
-from cnnlab.cli import data_cmd, eval_cmd, explain_cmd, models_cmd, study_cmd, train_cmd  # noqa: E402,F401
+from cnnlab.cli import (  # noqa: E402,F401
+    bench_cmd,
+    compare_cmd,
+    data_cmd,
+    deploy_cmd,
+    eval_cmd,
+    explain_cmd,
+    models_cmd,
+    study_cmd,
+    train_cmd,
+    transfer_cmd,
+)
 
 __all__ = ["app", "console", "error_console", "print_table"]

@@ -1,4 +1,5 @@
-"""`cnnlab eval` scores a checkpoint on a dataset's test split; `cnnlab predict` classifies files."""
+"""`cnnlab eval` scores a checkpoint on a dataset (its test split, or all of other data);
+`cnnlab predict` classifies files."""
 
 from __future__ import annotations
 
@@ -11,20 +12,24 @@ import typer
 from rich.table import Table
 
 from cnnlab.cli import app, console, error_console, print_table
-from cnnlab.data.datasets import load_dataset
+from cnnlab.data.datasets import has_own_test_split, load_dataset
 from cnnlab.data.loader import BatchLoader
+from cnnlab.data.memory import DataSplits, TensorDataset
 from cnnlab.engine.checkpoint import model_from_checkpoint, resolve_checkpoint_path
 from cnnlab.engine.distributed import resolve_device
 from cnnlab.engine.evaluate import EvalResult, evaluate
 from cnnlab.engine.metrics import most_confused
 from cnnlab.engine.plots import plot_confusion
 from cnnlab.engine.predict import FilePrediction, predict_files
-from cnnlab.errors import CheckpointError, DataError
+from cnnlab.errors import CheckpointError, DataError, UnknownNameError
 from cnnlab.fileio import atomic_write
 
 MAX_MATRIX_TABLE_CLASSES = 12  # larger confusion matrices print as their most confused pairs
 CHECKPOINT_HELP = "A checkpoint file, or a run folder (its best.pt, else last.pt)."
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda or mps."
+
+
+SPLITS = ("test", "train", "all")
 
 
 @app.command("eval")
@@ -35,6 +40,13 @@ def eval_command(
         "--data",
         "-d",
         help="Dataset to score on, e.g. mnist, folder:PATH (default: the one it was trained on).",
+    ),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        "-s",
+        help="test, train or all. Default: the run's test split of its own data; of other "
+        "data, its own test split if it has one, else every image.",
     ),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Images per batch."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
@@ -47,7 +59,9 @@ def eval_command(
     amp: bool = typer.Option(False, "--amp", help="Run the forward passes in mixed precision."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
 ) -> None:
-    """Top-1/top-5 accuracy, per-class accuracy and the confusion matrix on the test split."""
+    """Top-1/top-k accuracy, per-class accuracy and the confusion matrix on a split."""
+    if split is not None and split not in SPLITS:
+        raise UnknownNameError("split", split, SPLITS)
     checkpoint_file = resolve_checkpoint_path(checkpoint)
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint_file, device=torch_device)
@@ -56,8 +70,11 @@ def eval_command(
     data = data or trained_on.get("data")
     if data is None:
         raise CheckpointError(f"{checkpoint_file} does not record its dataset; pass --data")
-    # The training run's seed and fraction: a dataset without a test split is split the same
-    # way again, so no training image is scored.
+    own_data = data == trained_on.get("data")
+    if split is None:
+        split = "test" if own_data or has_own_test_split(data) else "all"
+    # The run's own data is split with the run's seed and fraction again, so its test split
+    # holds no training image; other data keeps its own test split (see `--split`).
     splits = load_dataset(
         data,
         image_size=size,
@@ -66,8 +83,9 @@ def eval_command(
         seed=trained_on.get("seed", 0),
     )
     _check_classes(state["classes"], splits.test.classes, data)
+    scored = _split_of(splits, split)
     loader = BatchLoader(
-        splits.test,
+        scored,
         batch_size,
         mean=tuple(state["mean"]),
         std=tuple(state["std"]),
@@ -81,7 +99,7 @@ def eval_command(
         "model": state["model_name"],
         "epoch": state.get("epoch"),
         "data": data,
-        "split": "test",
+        "split": split,
         "device": str(torch_device),
         "amp": amp,
         "versions": {"cnnlab": version("cnnlab"), "torch": torch.__version__},
@@ -89,20 +107,32 @@ def eval_command(
     }
     with atomic_write(out_dir / "eval.json", "w") as file:
         json.dump(report, file, indent=2)
-    title = f"{state['model_name']} on {data}: top-1 accuracy {result.top1:.2%}"
+    title = f"{state['model_name']} on {data} ({split}): top-1 accuracy {result.top1:.2%}"
     plot_confusion(result.confusion, result.classes, out_dir / "confusion.png", title=title)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return
-    print_table(_summary_table(result, state["model_name"], data, checkpoint_file))
+    described = "all splits" if split == "all" else f"{split} split"
+    print_table(
+        _summary_table(result, state["model_name"], f"{data} ({described}", checkpoint_file)
+    )
     print_table(_per_class_table(result))
     print_table(_confusion_table(result))
     console.print(f"wrote {out_dir / 'confusion.png'} and {out_dir / 'eval.json'}")
 
 
+def _split_of(splits: DataSplits, split: str) -> TensorDataset:
+    """The test or train split, or both together (`all`)."""
+    if split != "all":
+        return splits.test if split == "test" else splits.train
+    train, test = splits.train, splits.test
+    images = torch.cat([train.images, test.images])
+    return TensorDataset(images, torch.cat([train.labels, test.labels]), train.classes)
+
+
 @app.command("predict")
 def predict_command(
-    checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
+    checkpoint: Path = typer.Argument(..., help=f"{CHECKPOINT_HELP} Or an exported .onnx file."),
     paths: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     topk: int = typer.Option(5, "--topk", "-k", min=1, help="How many classes to show per file."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
@@ -114,7 +144,12 @@ def predict_command(
     0 when at least one file was classified and 2 when none was.
     """
     torch_device = resolve_device(device)
-    model, state = model_from_checkpoint(checkpoint, device=torch_device)
+    if checkpoint.suffix.lower() == ".onnx":
+        from cnnlab.deploy.export import load_onnx_model  # needs the onnx extra, only here
+
+        model, state = load_onnx_model(checkpoint)
+    else:
+        model, state = model_from_checkpoint(checkpoint, device=torch_device)
     predictions = predict_files(
         model,
         paths,
@@ -129,7 +164,9 @@ def predict_command(
     if as_json:
         typer.echo(json.dumps([prediction.to_dict() for prediction in predictions], indent=2))
     elif classified:
-        print_table(_prediction_table(classified, min(topk, len(state["classes"]))))
+        # Never all the classes (their probabilities sum to 1): one less, at least one.
+        shown = min(topk, max(1, len(state["classes"]) - 1))
+        print_table(_prediction_table(classified, shown))
     for prediction in predictions:
         if prediction.error is not None and not as_json:
             error_console.print(
@@ -156,18 +193,20 @@ def _check_classes(trained: list[str], found: list[str], data: str) -> None:
 
 
 def _summary_table(result: EvalResult, model: str, data: str, checkpoint: Path) -> Table:
-    top_k = min(5, len(result.classes))  # with fewer classes, top-5 is top-all
+    """Model, checkpoint, data (`data` reads "SPEC (SPLIT"; the count closes it), accuracies."""
     table = Table(title="Evaluation", show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    rows = (
+    rows = [
         ("Model", model),
         ("Checkpoint", str(checkpoint)),
-        ("Data", f"{data} (test split, {result.count:,} images)"),
+        ("Data", f"{data}, {result.count:,} images)"),
         ("Loss", f"{result.loss:.4f}"),
         ("Top-1 accuracy", f"{result.top1:.2%} (error {result.top1_error:.2%})"),
-        (f"Top-{top_k} accuracy", f"{result.top5:.2%} (error {result.top5_error:.2%})"),
-    )
+    ]
+    if result.top_k is not None:  # top-5, or top-k below the class count; none for 2 classes
+        k, accuracy = result.top_k
+        rows.append((f"Top-{k} accuracy", f"{accuracy:.2%} (error {1 - accuracy:.2%})"))
     for row in rows:
         table.add_row(*row)
     return table
@@ -210,8 +249,13 @@ def _confusion_table(result: EvalResult) -> Table:
             else (f"{count:,}" if count else "[dim]·[/]")
             for column, count in enumerate(row)
         ]
-        table.add_row(f"{index} {name}", *cells)
+        table.add_row(_row_label(index, name), *cells)
     return table
+
+
+def _row_label(index: int, name: str) -> str:
+    """The class name, led by its column number unless the name starts with it (`0 - zero`)."""
+    return name if name.split(" ", 1)[0] == str(index) else f"{index} {name}"
 
 
 def _prediction_table(predictions: list[FilePrediction], topk: int) -> Table:

@@ -104,11 +104,12 @@ def features_command(
         for note in files.notes:
             console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
         name, maps = feature_maps(model, files.inputs[:1], layer)
-        title = f"{state['model_name']} {name} on {files.paths[0].name}: {len(maps)} maps"
+        title = f"{state['model_name']} {name}\n{files.paths[0].name}: {len(maps)} maps"
         figures[f"{files.paths[0].stem}.{name}.png"] = feature_maps_figure(maps, title)
     if filters:
         name, weight = first_conv_filters(model)
-        title = f"{state['model_name']} {name}: {weight.shape[0]} filters of {weight.shape[2]}x{weight.shape[3]}"
+        size = "x".join(map(str, weight.shape[2:]))
+        title = f"{state['model_name']} {name}\n{weight.shape[0]} filters of {size}"
         figures["filters.png"] = filters_figure(weight, title)
     for path in write_figures(figures, out):
         console.print(f"wrote {path}")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import math
 
+import torch
 import typer
 from rich.table import Table
 
 from cnnlab.cli import app, print_table
 from cnnlab.cli.options import parse_input_size, parse_options
 from cnnlab.errors import UnknownNameError
-from cnnlab.models import count_parameters, list_models, model_info
+from cnnlab.models import count_parameters, create_model, list_models, model_info
 from cnnlab.summary import ModelSummary, summarize
+from cnnlab.weights import weights_for_model
 
 _GLOB_CHARACTERS = set("*?[")
 
@@ -31,6 +33,7 @@ def models_command(
     table.add_column("Model", no_wrap=True)
     table.add_column("Params", justify="right", no_wrap=True)
     table.add_column("Input", no_wrap=True)
+    table.add_column("Weights", no_wrap=True)
     table.add_column("Description")
     table.add_column("Paper")
     for name in names:
@@ -39,12 +42,14 @@ def models_command(
             name,
             _si(count_parameters(name)),
             "x".join(map(str, info.input_size)),
+            ", ".join(weights_for_model(name)),
             info.description,
             info.paper,
         )
     print_table(table)
     if pattern in names:
         print_table(_options_table(pattern))
+        print_table(_stages_table(pattern))
 
 
 def _options_table(name: str) -> Table:
@@ -55,6 +60,19 @@ def _options_table(name: str) -> Table:
     table.add_column("Meaning")
     for option_name, option in model_info(name).options.items():
         table.add_row(option_name, repr(option.default), option.help)
+    return table
+
+
+def _stages_table(name: str) -> Table:
+    """The stages `cnnlab transfer --mode last:K` counts from the end, with their sizes."""
+    with torch.device("meta"):
+        stages = create_model(name).named_stages()
+    table = Table(title=f"{name} stages (transfer --mode last:K)")
+    table.add_column("K", justify="right")
+    table.add_column("Stage", no_wrap=True)
+    table.add_column("Params", justify="right")
+    for k, (stage, module) in zip(range(len(stages), 0, -1), stages, strict=True):
+        table.add_row(str(k), stage, _si(sum(p.numel() for p in module.parameters())))
     return table
 
 

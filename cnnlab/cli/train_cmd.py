@@ -15,7 +15,7 @@ import os
 import signal
 import typing
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import typer
@@ -23,7 +23,7 @@ import typer
 from cnnlab.cli import app, error_console
 from cnnlab.cli.options import parse_options
 from cnnlab.engine.config import TrainConfig
-from cnnlab.engine.trainer import train
+from cnnlab.engine.trainer import TrainResult, train
 from cnnlab.errors import CnnlabWarning, OptionError
 
 DIVERGED_EXIT_CODE = 3
@@ -60,21 +60,39 @@ _COMMAND_OPTIONS = {
 
 def train_command(ctx: typer.Context, **params: object) -> None:
     """Train a model; the run folder gets metrics, curves.png, last.pt and best.pt."""
-    run_config = _resolve_config(ctx.params)
+    run_config = resolve_config(ctx.params)
     resume, quiet = ctx.params["resume"], ctx.params["quiet"]
+    run_to_the_end(
+        lambda: train(run_config, resume=resume, progress=not quiet, force=ctx.params["force"]),
+        run_config,
+        Path(resume or run_config.run_dir),
+        quiet=quiet,
+    )
+
+
+def run_to_the_end(
+    start: Callable[[], TrainResult],
+    config: TrainConfig,
+    folder: Path,
+    *,
+    quiet: bool,
+    command: str = "cnnlab train",
+) -> None:
+    """Run the training `start` begins; an interrupt (Ctrl-C, SIGTERM) or a diverged run ends
+    the command with its exit code, saying how `command` goes on from `folder`."""
     try:
         with _sigterm_as_interrupt(), warnings.catch_warnings():
             if quiet:
                 warnings.simplefilter("ignore", CnnlabWarning)
-            result = train(run_config, resume=resume, progress=not quiet, force=ctx.params["force"])
+            result = start()
     except KeyboardInterrupt:
-        error_console.print(_interrupted_message(Path(resume or run_config.run_dir)))
+        error_console.print(_interrupted_message(folder, command))
         raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
     if result.status == "diverged":
         if os.environ.get("RANK", "0") == "0":
             error_console.print(
                 f"[bold red]diverged:[/] the loss became NaN/inf in epoch {result.final['epoch']} "
-                f"(lr {run_config.lr:g}); lower --lr or add --warmup-epochs",
+                f"(lr {config.lr:g}); lower --lr or add --warmup-epochs",
                 highlight=False,
             )
         raise typer.Exit(DIVERGED_EXIT_CODE)
@@ -94,10 +112,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _interrupted_message(folder: Path) -> str:
+def _interrupted_message(folder: Path, command: str) -> str:
     """What survived an interrupted run, and the command that goes on from there."""
     if (folder / "last.pt").is_file():
-        return f"interrupted; the last finished epoch is saved: cnnlab train --resume {folder}"
+        return f"interrupted; the last finished epoch is saved: {command} --resume {folder}"
     return (
         f"interrupted before the first epoch ended: nothing was saved in {folder}; "
         "start again with the same options and --force"
@@ -120,18 +138,23 @@ def _config_parameter(item: dataclasses.Field) -> tuple[object, object]:
     return cli_type | None, typer.Option(None, *names, help=item.metadata["help"])
 
 
-def _register() -> None:
-    """`cnnlab train` with one flag per `TrainConfig` field plus the command's own options."""
+def train_parameters() -> dict[str, tuple[object, object]]:
+    """`cnnlab train`'s options as {name: (type, typer.Option)}: one per `TrainConfig` field,
+    then the command's own."""
     parameters = {
         item.name: _config_parameter(item)
         for item in dataclasses.fields(TrainConfig)
         if item.metadata.get("cli", True)
     }
-    parameters |= _COMMAND_OPTIONS
+    return parameters | _COMMAND_OPTIONS
+
+
+def set_parameters(command: Callable, parameters: dict[str, tuple[object, object]]) -> None:
+    """Give `command(ctx, **params)` the signature typer reads its options from."""
     context = inspect.Parameter(
         "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
     )
-    train_command.__signature__ = inspect.Signature(
+    command.__signature__ = inspect.Signature(
         [context]
         + [
             inspect.Parameter(
@@ -140,13 +163,12 @@ def _register() -> None:
             for name, (kind, default) in parameters.items()
         ]
     )
-    train_command.__annotations__ = {"ctx": typer.Context} | {
+    command.__annotations__ = {"ctx": typer.Context} | {
         name: kind for name, (kind, _) in parameters.items()
     }
-    app.command("train")(train_command)
 
 
-def _resolve_config(params: dict) -> TrainConfig:
+def resolve_config(params: dict) -> TrainConfig:
     """Defaults, then the config file (or the resumed run's), then the command-line options."""
     if params["config"] is not None:
         base = TrainConfig.from_yaml(params["config"])
@@ -163,4 +185,5 @@ def _resolve_config(params: dict) -> TrainConfig:
     return base.replace(**changes)
 
 
-_register()
+set_parameters(train_command, train_parameters())
+app.command("train")(train_command)

@@ -372,3 +372,15 @@ def _resize_in_chunks(images: torch.Tensor, size: int, chunk: int = 1024) -> tor
     for start in range(0, len(images), chunk):
         out[start : start + chunk] = resize_uint8(images[start : start + chunk], size)
     return out
+
+
+def has_own_test_split(spec: str) -> bool:
+    """Whether `spec` names data with a test split of its own, not one cut out by `val_fraction`.
+
+    The named datasets have their official test sets (mnist-5k its fixed split); an image tree
+    has one when it holds a `test/` (or `val/`) sub-tree.
+    """
+    name, path = parse_spec(spec)
+    if name not in _TREE_SCANNERS:
+        return True
+    return _TREE_SCANNERS[name](path).test is not None

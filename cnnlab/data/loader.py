@@ -2,6 +2,9 @@
 
 Each epoch indexes the decoded uint8 tensor in a seeded order, moves whole batches to the
 device, and normalizes and augments them there: no per-image Python work, no worker processes.
+On a GPU the dataset lives in device memory when it fits (`fits_on_device`: at most half the
+free memory, the rest is for the model); otherwise it stays in host memory and each batch is
+gathered into pinned memory and copied without blocking, so the copy overlaps the computation.
 """
 
 from __future__ import annotations
@@ -13,6 +16,27 @@ import torch
 from cnnlab.data.memory import TensorDataset
 
 BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+# The share of the free GPU memory a resident dataset may take; the rest is for the model.
+RESIDENT_SHARE = 0.5
+
+
+def dataset_bytes(dataset: TensorDataset) -> int:
+    """Bytes of the dataset's images and labels."""
+    tensors = (dataset.images, dataset.labels)
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def fits_on_device(nbytes: int, device: torch.device) -> bool:
+    """Whether `nbytes` of data may live on `device` (CUDA: within half its free memory).
+
+    The CPU holds the data where it is; MPS shares the host's memory, so it always fits.
+    """
+    if device.type == "cpu":
+        return False
+    if device.type != "cuda":
+        return True
+    free, _total = torch.cuda.mem_get_info(device)
+    return nbytes <= RESIDENT_SHARE * free
 
 
 class BatchLoader:
@@ -26,6 +50,8 @@ class BatchLoader:
     evaluation) the slices cover every image once and differ in length by at most one.
     `drop_tiny_last` leaves out a last batch too small for batch norm's statistics (fewer than
     `batch_size / 4` or 2 images); the order changes every epoch, so no image is always left out.
+    `resident` says whether the data live on an accelerator `device`; None decides by
+    `fits_on_device`. Without it, batches stream from host memory through pinned buffers.
     """
 
     def __init__(
@@ -43,6 +69,7 @@ class BatchLoader:
         shard: tuple[int, int] = (0, 1),
         even_shards: bool = True,
         channels_last: bool = False,
+        resident: bool | None = None,
     ):
         self.dataset = dataset
         self.batch_size = batch_size
@@ -64,10 +91,12 @@ class BatchLoader:
         std_tensor = torch.tensor(std, dtype=torch.float32)
         self.scale = (1.0 / (255.0 * std_tensor)).view(1, -1, 1, 1).to(self.device)
         self.shift = (-torch.tensor(mean) / std_tensor).view(1, -1, 1, 1).to(self.device)
-        # Small enough datasets live on the accelerator once, so batches never cross the bus.
-        on_accelerator = self.device.type != "cpu"
-        self.images = dataset.images.to(self.device) if on_accelerator else dataset.images
-        self.labels = dataset.labels.to(self.device)
+        # Datasets that fit live on the accelerator once, so batches never cross the bus.
+        if resident is None:
+            resident = fits_on_device(dataset_bytes(dataset), self.device)
+        self.resident = resident and self.device.type != "cpu"
+        home = self.device if self.resident else torch.device("cpu")
+        self.images, self.labels = dataset.images.to(home), dataset.labels.to(home)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose permutation and augmentation the next iteration uses."""
@@ -122,8 +151,23 @@ class BatchLoader:
         generator = torch.Generator().manual_seed(self.seed * 100_019 + self.epoch + 1)
         for step in range(len(self)):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            images = self.images[index].to(self.device, non_blocking=True)
+            images, labels = (
+                self._to_device(self.images[index]),
+                self._to_device(self.labels[index]),
+            )
             images = images.float().mul_(self.scale).add_(self.shift)
             if self.augment is not None:
                 images = self.augment(images, generator)
-            yield images.contiguous(memory_format=self.memory_format), self.labels[index]
+            yield images.contiguous(memory_format=self.memory_format), labels
+
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        """A gathered batch on the device; from host memory through a pinned buffer on CUDA.
+
+        A copy from ordinary (pageable) memory would block the host; PyTorch's caching host
+        allocator recycles the pinned buffers once their copies have finished.
+        """
+        if batch.device == self.device:
+            return batch
+        if self.device.type == "cuda":
+            batch = batch.pin_memory()
+        return batch.to(self.device, non_blocking=True)

@@ -4,7 +4,9 @@ A checkpoint is a dict of plain Python values and tensors only, so `torch.load(.
 weights_only=True)` can read it without unpickling arbitrary objects. Its keys:
 `format_version`, `model_name`, `model_options` (the resolved options), `model_state`,
 `optimizer_state`, `scheduler_state`, `scaler_state`, `epoch` (epochs completed), `rng_state`,
-`mean`, `std`, `classes`, `image_shape` ([C, H, W]), `config`, `history` and `best_metric`.
+`mean`, `std`, `classes`, `image_shape` ([C, H, W]), `config`, `history` and `best_metric`;
+a transferred run's also `transfer` (its spec) and, when its new classifier has a hidden layer,
+`classifier_hidden` (that layer's width).
 
 Saves go through `cnnlab.fileio.atomic_write`, so a crash or a failed save never leaves a
 half-written file where a good one was.
@@ -116,6 +118,8 @@ def model_from_checkpoint(
         model = create_model(name, **state["model_options"])
     except CnnlabError as error:
         raise CheckpointError(f"cannot rebuild the checkpoint's model '{name}': {error}") from None
+    if state.get("classifier_hidden"):  # a transferred run's head with a hidden layer
+        model.reset_classifier(model.num_classes, hidden=state["classifier_hidden"])
     try:
         model.load_state_dict(state["model_state"])
     except RuntimeError as error:

@@ -26,6 +26,7 @@ import yaml
 
 from cnnlab.data.augment import parse_augment
 from cnnlab.data.memory import DataSplits
+from cnnlab.engine.budget import parse_duration
 from cnnlab.engine.optim import INITS, OPTIMIZERS, SCHEDULES
 from cnnlab.errors import OptionError, UnknownNameError
 
@@ -73,7 +74,12 @@ class TrainConfig:
         factory=dict,
         cli=False,
     )
-    epochs: int = option(4, help="Epochs to train.", short="-e")
+    epochs: int = option(
+        4, help="Epochs to train (fitted to the time budget when one is set).", short="-e"
+    )
+    time_budget: str | None = option(
+        None, help="Wall-clock budget, e.g. 10m; fits the epochs and schedule to it, stops on time."
+    )
     batch_size: int = option(
         128,
         help="Global batch: with N data-parallel processes each takes batch_size / N images.",
@@ -105,8 +111,11 @@ class TrainConfig:
     label_smoothing: float = option(0.0, help="Label smoothing of the loss, in [0, 1).")
     seed: int = option(0, help="Seed of initialization, shuffling, augmentation and splits.")
     device: str = option("auto", help="auto, cpu, cuda or mps.")
-    amp: bool = option(False, help="Mixed precision: bf16 on CPU and MPS, fp16 on CUDA.")
+    amp: bool = option(
+        False, help="Mixed precision: bf16 autocast (fp16 with loss scaling on GPUs without bf16)."
+    )
     channels_last: bool = option(False, help="Channels-last memory format.")
+    compile: bool = option(False, help="torch.compile the model (the first steps compile it).")
     image_size: int | None = option(None, help="Resize the images once, at load time.")
     channels: int | None = option(None, help="Convert the images to 1 (grayscale) or 3 (RGB).")
     mean: list[float] | None = option(
@@ -143,6 +152,8 @@ class TrainConfig:
         for name, low in (("epochs", 1), ("batch_size", 1), ("lr_step_size", 0)):
             if getattr(self, name) < low:
                 raise OptionError(f"{name} must be at least {low}, got {getattr(self, name)}")
+        if self.time_budget is not None:
+            parse_duration(self.time_budget)
         if self.lr <= 0:
             raise OptionError(f"lr must be positive, got {self.lr}")
         for name in ("momentum", "weight_decay", "warmup_epochs"):

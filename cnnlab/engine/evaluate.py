@@ -16,13 +16,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnlab.data.loader import BatchLoader
-from cnnlab.engine.metrics import confusion_matrix, per_class_accuracy, topk_correct
+from cnnlab.engine.metrics import (
+    confusion_matrix,
+    per_class_accuracy,
+    reported_k,
+    topk_correct,
+)
 from cnnlab.errors import DataError
 
 
 @dataclass
 class EvalResult:
-    """Loss and accuracies of a model on one split (accuracies are fractions in [0, 1])."""
+    """Loss and accuracies of a model on one split (accuracies are fractions in [0, 1]).
+
+    `top5` is top-min(5, classes); `top_k` is what to show beside top-1: `(k, accuracy)` with
+    k = `reported_k(classes)` (5, or below the class count), None with two classes.
+    """
 
     loss: float
     top1: float
@@ -30,6 +39,7 @@ class EvalResult:
     count: int
     confusion: Tensor
     classes: list[str]
+    top_k: tuple[int, float] | None = None
 
     @property
     def top1_error(self) -> float:
@@ -56,6 +66,7 @@ class EvalResult:
             "top5": self.top5,
             "top1_error": self.top1_error,
             "top5_error": self.top5_error,
+            "top_k": None if self.top_k is None else {"k": self.top_k[0], "acc": self.top_k[1]},
             "count": self.count,
             "classes": list(self.classes),
             "per_class_accuracy": self.per_class_accuracy,
@@ -73,8 +84,10 @@ def evaluate(
     With `amp`, forward passes run under autocast. Top-5 means top-min(5, number of classes).
     """
     device = loader.device
+    k = reported_k(len(classes))
+    ks = (1, 5, k or 1)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros(2, dtype=torch.int64, device=device)
+    correct = torch.zeros(len(ks), dtype=torch.int64, device=device)
     predictions: list[Tensor] = []
     targets: list[Tensor] = []
     with inference_mode(model), torch.autocast(device.type, enabled=amp):
@@ -86,14 +99,14 @@ def evaluate(
                     f"{len(classes)}; evaluate on the dataset the model was trained for"
                 )
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
-            correct += topk_correct(logits, labels, ks=(1, 5))
+            correct += topk_correct(logits, labels, ks=ks)
             predictions.append(logits.argmax(dim=-1))
             targets.append(labels)
     if not targets:
         raise DataError("nothing to evaluate: the split has no images")
     confusion = confusion_matrix(torch.cat(predictions), torch.cat(targets), len(classes))
     count = sum(len(batch) for batch in targets)
-    top1, top5 = correct.cpu().tolist()
+    top1, top5, top_k = correct.cpu().tolist()
     return EvalResult(
         loss=loss_sum.item() / count,
         top1=top1 / count,
@@ -101,6 +114,7 @@ def evaluate(
         count=count,
         confusion=confusion.cpu(),
         classes=list(classes),
+        top_k=None if k is None else (k, top_k / count),
     )
 
 

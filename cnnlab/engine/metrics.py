@@ -28,6 +28,16 @@ def topk_correct(logits: Tensor, targets: Tensor, ks: tuple[int, ...] = (1, 5)) 
     return hits_by_rank[ranks]
 
 
+def reported_k(num_classes: int) -> int | None:
+    """The k of the top-k accuracy shown beside top-1: 5, or fewer than the classes.
+
+    A top-k over every class is 100% whatever the model does, so with 5 classes or fewer k is
+    one less than the class count; with 2 classes only top-1 means anything (None).
+    """
+    k = min(5, num_classes - 1)
+    return k if k >= 2 else None
+
+
 def confusion_matrix(predictions: Tensor, targets: Tensor, num_classes: int) -> Tensor:
     """The `(num_classes, num_classes)` int64 counts of (true class, predicted class) pairs.
 

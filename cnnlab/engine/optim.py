@@ -23,7 +23,7 @@ from cnnlab.errors import OptionError, UnknownNameError
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "adagrad")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
-INITS = ("default", "xavier", "kaiming", "pytorch")
+INITS = ("default", "xavier", "xavier_weights", "kaiming", "pytorch")
 
 # One-cycle (Smith & Topin 2019) starts at lr / 25 and spends 30% of the run rising.
 ONECYCLE_START = 1 / 25
@@ -162,28 +162,44 @@ def create_scheduler(
     return LambdaLR(optimizer, multiplier)
 
 
-def init_weights(model: nn.Module, scheme: str) -> None:
+def init_weights(model: nn.Module, scheme: str, *, seed: int | None = None) -> None:
     """Re-initialize the convolution and linear layers of `model` in place.
 
     `default` keeps the model's own initialization; `xavier` is Glorot & Bengio (2010),
     uniform; `kaiming` is He et al. (2015), normal with fan-in for ReLU units; both zero the
     biases. `pytorch` is PyTorch's own layer default (weights and biases uniform within
-    1/sqrt(fan_in)), what plain PyTorch code trains with. Normalization layers keep their unit
-    scale and zero shift.
+    1/sqrt(fan_in)), what plain PyTorch code trains with. `xavier_weights` is what the textbook
+    recipe (d2l) does: PyTorch's defaults, then Xavier-uniform weights, biases left at their
+    defaults. Normalization layers keep their unit scale and zero shift.
+
+    With `seed`, the draws start from `torch.manual_seed(seed)` on a forked CPU generator (the
+    global one is left as it was): the weights then depend on the seed alone, exactly as in a
+    script that seeds and then builds its network layer by layer.
     """
     if scheme not in INITS:
         raise UnknownNameError("init", scheme, INITS)
     if scheme == "default":
         return
-    for module in model.modules():
-        if not isinstance(module, nn.Conv2d | nn.Linear):
-            continue
+    if seed is None:
+        _draw_weights(model, scheme)
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _draw_weights(model, scheme)
+
+
+def _draw_weights(model: nn.Module, scheme: str) -> None:
+    layers = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if scheme in ("pytorch", "xavier_weights"):
+        # Every layer's defaults first, in construction order, as building the network draws them.
+        for layer in layers:
+            layer.reset_parameters()
         if scheme == "pytorch":
-            module.reset_parameters()
-            continue
-        if scheme == "xavier":
-            nn.init.xavier_uniform_(module.weight)
+            return
+    for layer in layers:
+        if scheme == "kaiming":
+            nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
         else:
-            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
+            nn.init.xavier_uniform_(layer.weight)
+        if scheme != "xavier_weights" and layer.bias is not None:
+            nn.init.zeros_(layer.bias)

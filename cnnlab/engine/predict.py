@@ -2,6 +2,8 @@
 
 Files are decoded with the same reader and normalization as training, so a file gets the same
 preprocessing as the images the model was trained on. Folders expand to the images inside them.
+The model is a PyTorch network or anything called like one, such as an exported ONNX model
+(`cnnlab.deploy.export.OnnxModel`).
 """
 
 from __future__ import annotations
@@ -114,10 +116,17 @@ def _classify(
     topk: int,
     device: torch.device | str,
 ) -> None:
-    """Fill `predictions` with the top classes of `images` (one each, in the same order)."""
-    normalized = normalize_images(torch.stack(images), mean, std, device)
+    """Fill `predictions` with the top classes of `images` (one each, in the same order).
+
+    A model with `takes_uint8` set (an ONNX export that normalizes inside its graph) is given
+    the decoded uint8 images; any other model gets them normalized with `mean`/`std`.
+    """
+    if getattr(model, "takes_uint8", False):
+        inputs = torch.stack(images).to(device)
+    else:
+        inputs = normalize_images(torch.stack(images), mean, std, device)
     with inference_mode(model):
-        probabilities = model(normalized).float().softmax(dim=-1)
+        probabilities = model(inputs).float().softmax(dim=-1)
     top = probabilities.topk(min(topk, probabilities.shape[-1]), dim=-1)
     rows = zip(top.values.tolist(), top.indices.tolist(), strict=True)
     for prediction, (values, indices) in zip(predictions, rows, strict=True):

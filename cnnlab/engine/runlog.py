@@ -9,7 +9,8 @@ after every epoch, so after a crash or a resume they hold exactly the epochs the
 knows. Non-finite numbers (a diverged loss) are written as JSON `null` and `nan` in the CSV.
 
 `TrainingDisplay` is rich's progress bar with loss, accuracy and images/s while an epoch runs
-(only on a terminal) and one summary line per epoch (always, when enabled).
+(only on a terminal: with images/s and the epoch's time left) and one summary line per epoch
+(always, when enabled; never wrapped, so a log file holds one line per epoch).
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ def read_metrics(out_dir: str | Path) -> list[dict]:
 
 
 def format_row(row: dict, epochs: int) -> str:
-    """One epoch's summary line, e.g. `epoch 3/10  train loss 0.2311 acc 93.10%  test ...`."""
+    """One epoch's summary line, e.g. `epoch 3/10  train loss 0.2311 acc 93.10%  test ...`.
+
+    Top-5 accuracy appears only when the run recorded one (more than 5 classes).
+    """
 
     def percent(key: str) -> str:
         value = row.get(key)
@@ -81,11 +85,11 @@ def format_row(row: dict, epochs: int) -> str:
         value = row.get(key)
         return "-" if value is None else f"{value:.{digits}f}"
 
+    top5 = "" if row.get("test_top5") is None else f"top-5 {percent('test_top5')}  "
     text = (
         f"epoch {row['epoch']}/{epochs}  train loss {number('train_loss')} "
-        f"acc {percent('train_acc')}  test loss {number('test_loss')} acc {percent('test_acc')} "
-        f"top-5 {percent('test_top5')}  lr {row['lr']:.3g}  "
-        f"{row['images_per_sec']:,.0f} img/s  {row['seconds']:.1f} s"
+        f"acc {percent('train_acc')}  test loss {number('test_loss')} acc {percent('test_acc')}  "
+        f"{top5}lr {row['lr']:.3g}  {row['images_per_sec']:,.0f} img/s  {row['seconds']:.1f} s"
     )
     return text if row["status"] != "diverged" else f"{text}  [bold red]diverged[/]"
 
@@ -158,5 +162,6 @@ class TrainingDisplay:
             self.message(f"curves: {curves}")
 
     def message(self, text: str) -> None:
+        """One line, never wrapped: a log file or a pipe keeps one line per epoch."""
         if self.enabled:
-            self.console.print(text, highlight=False)
+            self.console.print(text, highlight=False, soft_wrap=True)

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from cnnlab.data.loader import BatchLoader
 from cnnlab.data.memory import DataSplits
+from cnnlab.engine.budget import TimeBudget, parse_duration
 from cnnlab.engine.checkpoint import save_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.distributed import DistributedContext
@@ -103,6 +105,8 @@ def train(
     (see `cnnlab.engine.runfolder`).
     """
     context = DistributedContext.from_environment(config.device)
+    if config.time_budget is not None and resume is None:  # a resumed run keeps its fitted plan
+        hooks = [TimeBudget(parse_duration(config.time_budget)), *hooks]
     if on_epoch_end is not None:
         hooks = [*hooks, EpochEndCallback(on_epoch_end)]
     out_dir = Path(resume) if resume is not None else config.run_dir
@@ -157,6 +161,8 @@ class Trainer:
         for hook in self.hooks:
             hook.on_model_built(self)
         self.parallel_model = context.wrap(self.model)
+        if config.compile:
+            self.parallel_model = torch.compile(self.parallel_model)
         self.train_loader, self.test_loader = self._build_loaders()
         self.optimizer = create_optimizer(
             self.model,
@@ -167,20 +173,12 @@ class Trainer:
             nesterov=config.nesterov,
             groups=self._param_groups(),
         )
-        self.scheduler = create_scheduler(
-            self.optimizer,
-            config.schedule,
-            epochs=config.epochs,
-            steps_per_epoch=len(self.train_loader),
-            warmup_epochs=config.warmup_epochs,
-            step_size=config.lr_step_size,
-            gamma=config.lr_gamma,
-        )
-        # fp16 autocast on CUDA needs loss scaling; bf16 (CPU, MPS) has float32's range.
-        self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler(
-            device.type, enabled=config.amp and device.type == "cuda"
-        )
+        self.scheduler = self._create_scheduler()
+        # bf16 has float32's range and needs no loss scaling; fp16 (GPUs without bf16) does,
+        # and GradScaler's step reads its inf check back to the host every step.
+        fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        self.amp_dtype = torch.float16 if fp16 else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp and fp16)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.history: list[dict] = []
         self.epochs_done = 0
@@ -196,9 +194,39 @@ class Trainer:
         model = create_model_for_input(
             config.model, self.data.image_shape, len(self.data.classes), **config.model_options
         )
-        init_weights(model, config.init)
+        init_weights(model, config.init, seed=config.seed)
         memory_format = torch.channels_last if config.channels_last else torch.preserve_format
         return model.to(self.device, memory_format=memory_format)
+
+    def _create_scheduler(self) -> LambdaLR:
+        config = self.config
+        return create_scheduler(
+            self.optimizer,
+            config.schedule,
+            epochs=config.epochs,
+            steps_per_epoch=len(self.train_loader),
+            warmup_epochs=config.warmup_epochs,
+            step_size=config.lr_step_size,
+            gamma=config.lr_gamma,
+        )
+
+    def set_epochs(self, epochs: int) -> None:
+        """Re-plan the run for `epochs` epochs (time budgets): the schedule is laid out anew for
+        the new length and continues from the current step; `config.yaml` records the plan."""
+        step = self.scheduler.last_epoch
+        self.config = self.config.replace(epochs=epochs)
+        self.scheduler = self._create_scheduler()  # LambdaLR keeps each group's initial_lr
+        self.scheduler.last_epoch = step
+        for group, base_lr, multiplier in zip(
+            self.optimizer.param_groups,
+            self.scheduler.base_lrs,
+            self.scheduler.lr_lambdas,
+            strict=True,
+        ):
+            group["lr"] = base_lr * multiplier(step)
+        self.display.epochs = epochs
+        if self.context.is_main and (self.out_dir / "config.yaml").is_file():
+            self.config.to_yaml(self.out_dir / "config.yaml")
 
     def _param_groups(self) -> list[dict] | None:
         """The first parameter groups a hook asks for, or None for the default grouping."""
@@ -324,7 +352,8 @@ class Trainer:
         loss, top1, top5, count = self.context.sum(
             [result.loss * count, result.top1 * count, result.top5 * count, count]
         )
-        return {"test_loss": loss / count, "test_acc": top1 / count, "test_top5": top5 / count}
+        top5 = top5 / count if len(self.data.classes) > 5 else None  # else always 100%
+        return {"test_loss": loss / count, "test_acc": top1 / count, "test_top5": top5}
 
     def checkpoint_state(self, epochs_done: int) -> dict:
         """Everything needed to evaluate, predict with or resume this run (plain values only)."""
@@ -356,10 +385,11 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             config.to_yaml(self.out_dir / "config.yaml")
         self.display.message(self._describe())
-        status = "completed"
+        status, epoch = "completed", self.epochs_done
         with self.display:
-            for epoch in range(self.epochs_done, config.epochs):
+            while epoch < self.config.epochs:  # hooks may re-plan the length (time budgets)
                 row = self.run_epoch(epoch)
+                epoch += 1
                 status = "diverged" if row["status"] == "diverged" else "completed"
                 improved = status == "completed" and row["test_acc"] > self.best_metric
                 if improved:
@@ -372,12 +402,12 @@ class Trainer:
                 if status == "diverged" or any(stop):
                     break
         if writes:
-            title = f"{config.model} on {config.data}"
+            title = f"{self.config.model} on {self.config.data}"
             curves = None
             if self.curves:
                 curves = plot_curves(self.history, self.out_dir / "curves.png", title=title)
             self.display.end_run(self.history, self.out_dir, curves)
-        return TrainResult(status, self.history, self.out_dir, config, self.best_metric)
+        return TrainResult(status, self.history, self.out_dir, self.config, self.best_metric)
 
     def run_epoch(self, epoch: int) -> dict:
         """Train epoch `epoch` (0-based) and evaluate; its metrics row (see `runlog`)."""

@@ -109,7 +109,10 @@ def explanation_figures(result: ExplainedFiles) -> dict[str, Figure]:
             )
     if len(result.explanations) > 1:
         first = next(iter(result.explanations.values()))
-        titles = [caption(result, i, first).replace(", ", "\n", 1) for i in range(len(stems))]
+        titles = [
+            caption(result, i, first).replace(": ", "\n", 1).replace(", ", "\n", 1)
+            for i in range(len(stems))
+        ]
         maps = {method: explanation.maps for method, explanation in result.explanations.items()}
         figures[COMPARISON_FILE] = comparison_figure(pixels, maps, titles)
     return figures

@@ -37,7 +37,8 @@ class LayerTrace:
 
 
 def trace_layers(model: nn.Module, example: Tensor) -> LayerTrace:
-    """Run `model.forward_features` on `example` (no gradients) and note what each module did."""
+    """Run `model.forward_features` (a network without one: `model`) on `example`, without
+    gradients, and note what each module did."""
     finished: list[tuple[str, weakref.ref]] = []
     calls: Counter[str] = Counter()
     four_d: set[str] = set()
@@ -56,7 +57,7 @@ def trace_layers(model: nn.Module, example: Tensor) -> LayerTrace:
     ]
     try:
         with torch.no_grad():
-            trunk_output = model.forward_features(example)
+            trunk_output = getattr(model, "forward_features", model)(example)
     finally:
         for handle in handles:
             handle.remove()
@@ -93,7 +94,7 @@ def _last_block(producers: list[str], shared: set[str], ran: list[str]) -> str |
 def resolve_layer(model: nn.Module, layer: str, trace: LayerTrace) -> str:
     """The module name `layer` stands for (`auto`: the last feature block), checked to exist."""
     if layer == "auto":
-        if trace.last_block is None:
+        if trace.last_block not in trace.feature_layers:
             raise OptionError(
                 f"cannot find the last feature block of {type(model).__name__} by itself; "
                 f"pass --layer with one of: {_listing(trace.feature_layers)}"
@@ -103,6 +104,11 @@ def resolve_layer(model: nn.Module, layer: str, trace: LayerTrace) -> str:
         raise OptionError(
             f"layer '{layer}' runs more than once per forward pass (a shared activation), so it "
             f"has no single output; choose a block instead, one of: {_listing(trace.feature_layers)}"
+        )
+    if layer not in trace.feature_layers and layer in dict(model.named_modules()):
+        raise OptionError(
+            f"layer '{layer}' has no feature maps (it is not in the convolutional trunk); "
+            f"layers with feature maps: {_listing(trace.feature_layers)}"
         )
     if layer not in trace.feature_layers:
         raise OptionError(

@@ -21,9 +21,11 @@ Simonyan et al. 2014), `smoothgrad` (the same averaged over noisy copies) and
 from __future__ import annotations
 
 import contextlib
+import importlib
 import numbers
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -232,10 +234,10 @@ def _classifier_matrix(model: nn.Module) -> Tensor:
 
 def _check_cam_head(model: nn.Module, example: Tensor) -> str:
     """The last feature block's name, if the head is global average pooling and one linear map
-    of the pooled features (checked numerically on `example`); else a `CamUnsupportedError`."""
-    name = type(model).__name__
+    of the pooled features (checked numerically on `example`); else an `OptionError`."""
+    name = getattr(model, "model_name", None) or type(model).__name__
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
-    reason = f"{name} has no classifier layer"
+    reason = "it has no classifier layer"
     if isinstance(classifier, nn.Linear | nn.Conv2d):
         with torch.no_grad():
             features = model.forward_features(example)
@@ -257,22 +259,29 @@ def _check_cam_head(model: nn.Module, example: Tensor) -> str:
     )
 
 
+def optional_import(name: str) -> ModuleType:
+    """Import a package of the `explain` extra when first needed (captum takes seconds to
+    import); a missing one is an error that says how to install it."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        package = name.partition(".")[0]
+        raise OptionError(f"this needs {package}: pip install 'cnnlab[explain]'") from None
+
+
 def saliency_maps(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     """|d score / d pixel|, the maximum over channels (captum's `Saliency`)."""
-    from captum.attr import Saliency  # captum takes seconds to import: only when used
-
-    gradients = Saliency(model).attribute(inputs, target=targets, abs=True)
-    return gradients.amax(dim=1)
+    saliency = optional_import("captum.attr").Saliency(model)
+    return saliency.attribute(inputs, target=targets, abs=True).amax(dim=1)
 
 
 def smoothgrad_maps(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     """Saliency averaged over noisy copies of each image (captum's `NoiseTunnel`), seeded."""
-    from captum.attr import NoiseTunnel, Saliency
-
+    attr = optional_import("captum.attr")
     spread = (inputs.amax() - inputs.amin()).item() or 1.0
     with torch.random.fork_rng(devices=[inputs.device] if inputs.is_cuda else []):
         torch.manual_seed(NOISE_SEED)
-        gradients = NoiseTunnel(Saliency(model)).attribute(
+        gradients = attr.NoiseTunnel(attr.Saliency(model)).attribute(
             inputs,
             nt_type="smoothgrad",
             nt_samples=SMOOTHGRAD_SAMPLES,
@@ -286,9 +295,8 @@ def smoothgrad_maps(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor
 
 def integrated_gradients_maps(model: nn.Module, inputs: Tensor, targets: Tensor) -> Tensor:
     """|sum over channels| of integrated gradients from the zero (mean-image) baseline."""
-    from captum.attr import IntegratedGradients
-
-    attributions = IntegratedGradients(model).attribute(
+    integrated_gradients = optional_import("captum.attr").IntegratedGradients(model)
+    attributions = integrated_gradients.attribute(
         inputs,
         baselines=torch.zeros_like(inputs),
         target=targets,

@@ -24,6 +24,7 @@ HEAT_COLORMAP = "jet"
 HEAT_ALPHA = 0.5
 PANEL_INCHES = 2.6
 MAX_FEATURE_MAPS = 64
+MIN_GRID_INCHES = 4.5  # room for the title above small grids
 
 
 def _show_image(axes: Axes, pixels: Tensor | np.ndarray, *, faded: bool = False) -> None:
@@ -68,7 +69,7 @@ def comparison_figure(
     grid = np.asarray(figure.subplots(rows, columns, squeeze=False))
     for row, title in enumerate(row_titles):
         _show_image(grid[row, 0], pixels[row])
-        grid[row, 0].set_title(title, fontsize=8)
+        grid[row, 0].set_title(title, fontsize=7)
         for column, (method, method_maps) in enumerate(maps.items(), start=1):
             _overlay(grid[row, column], pixels[row], method_maps[row])
             if row == 0:
@@ -91,7 +92,8 @@ def feature_maps_figure(activation: np.ndarray, title: str) -> Figure:
     shown = activation[:MAX_FEATURE_MAPS]
     columns = math.ceil(math.sqrt(len(shown)))
     side = min(1.3, 12 / columns)
-    figure = new_figure(columns * side, math.ceil(len(shown) / columns) * side + 0.4)
+    rows = math.ceil(len(shown) / columns)
+    figure = new_figure(max(columns * side, MIN_GRID_INCHES), rows * side + 0.6)
     for index, (axes, channel) in enumerate(zip(_tile(figure, len(shown)), shown, strict=True)):
         axes.imshow(channel, cmap="viridis", interpolation="nearest")
         axes.set_title(str(index), fontsize=6, pad=1)
@@ -106,7 +108,8 @@ def filters_figure(weight: np.ndarray, title: str) -> Figure:
     gray; each filter is scaled to its own range."""
     shown = weight[:MAX_FEATURE_MAPS]
     columns = math.ceil(math.sqrt(len(shown)))
-    figure = new_figure(columns * 0.9, math.ceil(len(shown) / columns) * 0.9 + 0.4)
+    rows = math.ceil(len(shown) / columns)
+    figure = new_figure(max(columns * 0.9, MIN_GRID_INCHES), rows * 0.9 + 0.6)
     for axes, kernel in zip(_tile(figure, len(shown)), shown, strict=True):
         low, high = kernel.min(), kernel.max()
         scaled = (kernel - low) / (high - low) if high > low else np.zeros_like(kernel)

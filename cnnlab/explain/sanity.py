@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cnnlab.explain.methods import Explanation, eval_mode, explain
+from cnnlab.explain.methods import Explanation, eval_mode, explain, optional_import
 
 CURVE_STEPS = 20
 RANDOM_ORDER = "random order"
@@ -58,10 +58,9 @@ def randomization_units(model: nn.Module) -> list[str]:
 
 def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
     """Spearman's rank correlation of two maps; 0 when either is constant (no ranking)."""
-    from scipy.stats import spearmanr
-
     if np.ptp(first) == 0 or np.ptp(second) == 0:
         return 0.0
+    spearmanr = optional_import("scipy.stats").spearmanr
     return float(spearmanr(first.ravel(), second.ravel()).statistic)
 
 

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from cnnlab.models.layers import ClassifierNet
+from cnnlab.models.layers import ClassifierNet, scaled
 from cnnlab.models.registry import (
     ModelOption,
     dropout_option,
@@ -123,25 +123,28 @@ def make_trunk(
     *,
     tower_groups: int = 1,
     ceil_mode: bool = False,
+    width: float = 1.0,
 ) -> nn.Sequential:
     """The convolutional trunk: each `Conv` followed by a ReLU, `LRN` and `POOL` markers.
 
     Pooling is Krizhevsky et al.'s overlapping max-pooling, 3x3 windows with stride 2.
-    `tower_groups` is the number of groups of the tower-local convolutions.
+    `tower_groups` is the number of groups of the tower-local convolutions; `width`
+    multiplies every convolution's channels (kept divisible by the groups).
     """
     modules: list[nn.Module] = []
     for layer in layers:
         if isinstance(layer, Conv):
+            channels = scaled(layer.channels, width, tower_groups)
             conv = nn.Conv2d(
                 in_channels,
-                layer.channels,
+                channels,
                 layer.kernel_size,
                 stride=layer.stride,
                 padding=layer.padding,
                 groups=tower_groups if layer.tower_local else 1,
             )
             modules += [conv, nn.ReLU(inplace=True)]
-            in_channels = layer.channels
+            in_channels = channels
         elif layer == LRN:
             modules.append(local_response_norm())
         else:
@@ -150,20 +153,26 @@ def make_trunk(
 
 
 def fully_connected_head(
-    in_features: int, num_classes: int, dropout: float, *, dropout_first: bool = False
+    in_features: int,
+    num_classes: int,
+    dropout: float,
+    *,
+    dropout_first: bool = False,
+    hidden_units: int = 4096,
 ) -> nn.Sequential:
     """fc6 and fc7 (4096 ReLU units, each with dropout) and the final classifier, at index 6.
 
     With `dropout_first` dropout acts on the inputs of fc6 and fc7 (torchvision's AlexNet),
     otherwise on their outputs (the AlexNet paper, and VGG, which keeps this head).
+    `hidden_units` sizes fc6 and fc7 for narrower (`width` < 1) networks.
     """
     modules: list[nn.Module] = []
-    for fan_in in (in_features, 4096):
-        hidden = [nn.Linear(fan_in, 4096), nn.ReLU(inplace=True)]
+    for fan_in in (in_features, hidden_units):
+        hidden = [nn.Linear(fan_in, hidden_units), nn.ReLU(inplace=True)]
         modules += (
             [nn.Dropout(dropout), *hidden] if dropout_first else [*hidden, nn.Dropout(dropout)]
         )
-    return nn.Sequential(*modules, nn.Linear(4096, num_classes))
+    return nn.Sequential(*modules, nn.Linear(hidden_units, num_classes))
 
 
 class AlexNet(ClassifierNet):
@@ -171,6 +180,7 @@ class AlexNet(ClassifierNet):
 
     The adaptive average pool is not in either paper: it is the identity at the papers' input
     sizes and lets other sizes reach the 6x6 maps that fc6 expects, as in torchvision.
+    `width` multiplies the channels of every convolution and the 4096 units of fc6 and fc7.
     """
 
     classifier_name = "classifier.6"
@@ -183,6 +193,7 @@ class AlexNet(ClassifierNet):
         in_channels: int = 3,
         dropout: float = 0.5,
         two_towers: bool = False,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -191,11 +202,16 @@ class AlexNet(ClassifierNet):
             in_channels,
             tower_groups=2 if two_towers else 1,
             ceil_mode=spec.ceil_mode,
+            width=width,
         )
-        feature_channels = [layer for layer in spec.layers if isinstance(layer, Conv)][-1].channels
+        feature_channels = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
         self.classifier = fully_connected_head(
-            feature_channels * 6 * 6, num_classes, dropout, dropout_first=spec.dropout_first
+            feature_channels * 6 * 6,
+            num_classes,
+            dropout,
+            dropout_first=spec.dropout_first,
+            hidden_units=scaled(4096, width),
         )
         self._init_weights(spec)
 
@@ -220,10 +236,14 @@ class AlexNet(ClassifierNet):
         return x if pre_logits else self.classifier[-1](x)
 
 
+WIDTH_OPTION = ModelOption(
+    1.0, "channel multiplier of every convolution and of fc6/fc7's 4096 units (0.25: ~1/16 cost)"
+)
 ALEXNET_OPTIONS = {
     "num_classes": num_classes_option(),
     "in_channels": in_channels_option(),
     "dropout": dropout_option(0.5),
+    "width": WIDTH_OPTION,
 }
 ORIGINAL_OPTIONS = {
     **ALEXNET_OPTIONS,
@@ -237,7 +257,10 @@ ORIGINAL_OPTIONS = {
     input_size=(3, 224, 224), paper="Krizhevsky 2014, arXiv:1404.5997", options=ALEXNET_OPTIONS
 )
 def alexnet(**options) -> AlexNet:
-    """AlexNet as in torchvision: single GPU, 64-192-384-256-256 maps, no LRN, 61.1M parameters."""
+    """AlexNet as in torchvision: single GPU, 64-192-384-256-256 maps, no LRN, 61.1M parameters.
+
+    `width` multiplies every layer's channels and hidden units (0.25: about 4.6M parameters).
+    """
     return AlexNet(SPECS["torchvision"], **options)
 
 
@@ -251,6 +274,7 @@ def alexnet_original(**options) -> AlexNet:
     on their own GPU. By default this is one tower (62.4M parameters); `two_towers=True`
     reproduces the split as grouped convolutions (groups=2, the paper's 61.0M parameters).
     The LRNs then also span the two towers' maps where they meet; each GPU normalized only its own.
+    `width` multiplies every layer's channels and hidden units.
     """
     return AlexNet(SPECS["krizhevsky2012"], **options)
 
@@ -263,5 +287,6 @@ def zfnet(**options) -> AlexNet:
 
     At 224x224 the maps are 110x110x96, pooled 55x55x96, 26x26x256, pooled 13x13x256,
     13x13x512, 13x13x1024, 13x13x512, pooled 6x6x512, then 4096, 4096 and the classes.
+    `width` multiplies every layer's channels and hidden units.
     """
     return AlexNet(SPECS["zeiler_fergus2013"], **options)

@@ -200,9 +200,18 @@ class InceptionNet(ClassifierNet):
         logits = self.forward_head(features)
         return AuxOutputs(logits, aux_logits) if with_aux else logits
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace `fc` and the auxiliary heads' classifiers with fresh ones for `num_classes`."""
-        super().reset_classifier(num_classes)
+    def named_stages(self) -> list[tuple[str, nn.Module]]:
+        """The stem's convolutions, each Inception module, then `fc`; no auxiliary head."""
+        return [
+            (name, module)
+            for name, module in self.named_children()
+            if name not in self.aux_head_names and any(True for _ in module.parameters())
+        ]
+
+    def reset_classifier(self, num_classes: int, hidden: int = 0) -> None:
+        """Replace `fc` (with a hidden layer first if `hidden`) and the auxiliary heads'
+        classifiers with fresh ones for `num_classes`."""
+        super().reset_classifier(num_classes, hidden)
         for head in self.aux_heads():
             head.reset_classifier(num_classes)
 

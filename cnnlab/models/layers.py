@@ -8,12 +8,14 @@ transfer modes and classic CAM rely on it and need no per-model special cases.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from cnnlab.errors import OptionError
+from cnnlab.models.registry import input_size_error
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -47,6 +49,16 @@ def make_activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def scaled(channels: int, width: float, multiple: int = 1) -> int:
+    """`channels` times the channel multiplier `width`, rounded to a positive `multiple`.
+
+    Exact at `width=1.0`, so the default networks keep the papers' (and torchvision's) sizes.
+    """
+    if not 0 < width <= 16:
+        raise OptionError(f"width is a channel multiplier in (0, 16], got {width}")
+    return max(multiple, round(channels * width / multiple) * multiple)
+
+
 def make_pool(kind: str, kernel_size: int, stride: int | None = None, **options) -> nn.Module:
     """A 2-D pooling layer: `kind` is `max` or `avg`."""
     if kind not in POOLINGS:
@@ -63,6 +75,19 @@ class ClassifierNet(nn.Module):
 
     classifier_name: str = "fc"
 
+    def __call__(self, *args, **kwargs):
+        """`nn.Module`'s call; an input the network cannot take raises the registry's one line.
+
+        Costs nothing on success: the size is only examined once a forward pass has failed.
+        """
+        try:
+            return super().__call__(*args, **kwargs)
+        except (RuntimeError, ValueError, IndexError) as failure:
+            error = input_size_error(self, args[0] if args else None)
+            if error is None:
+                raise
+            raise error from failure
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -76,17 +101,51 @@ class ClassifierNet(nn.Module):
         """The final layer that maps features to class scores."""
         return self.get_submodule(self.classifier_name)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the final layer with a freshly initialized one for `num_classes` classes."""
+    def named_stages(self) -> list[tuple[str, nn.Module]]:
+        """The network's stages in forward order, the classifier last: what `last:K` unfreezes.
+
+        By default each convolution or linear layer is a stage, together with the batch norms
+        that follow it; families with blocks (ResNet, Inception) override this with their blocks.
+        Auxiliary classifiers belong to no stage.
+        """
+        stages: list[tuple[str, list[nn.Module]]] = []
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                stages.append((name, [module]))
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm) and stages:
+                stages[-1][1].append(module)
+        return [(name, _group(modules)) for name, modules in stages]
+
+    def reset_classifier(self, num_classes: int, hidden: int = 0) -> None:
+        """Replace the final layer with a freshly initialized one for `num_classes` classes.
+
+        `hidden > 0` puts a hidden layer of that width (with ReLU) before it: the new
+        classifier is then a two-layer `nn.Sequential`.
+        """
         old = self.get_classifier()
+        if isinstance(old, nn.Sequential):  # a head made earlier with `hidden`
+            old = old[0]
+        bias = old.bias is not None
         if isinstance(old, nn.Linear):
-            new: nn.Module = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+            layer, features = partial(nn.Linear, bias=bias), old.in_features
         elif isinstance(old, nn.Conv2d):
-            new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding)
+            geometry = {"kernel_size": old.kernel_size, "stride": old.stride, "padding": old.padding}
+            layer, features = partial(nn.Conv2d, bias=bias, **geometry), old.in_channels
         else:
             raise TypeError(f"cannot reset classifier of type {type(old).__name__}")
+        if hidden > 0:
+            new: nn.Module = nn.Sequential(
+                layer(features, hidden), nn.ReLU(inplace=True), layer(hidden, num_classes)
+            )
+        else:
+            new = layer(features, num_classes)
         new = new.to(device=old.weight.device, dtype=old.weight.dtype)
         parent_name, _, child_name = self.classifier_name.rpartition(".")
         parent = self.get_submodule(parent_name) if parent_name else self
         setattr(parent, child_name, new)
         self.num_classes = num_classes
+
+
+def _group(modules: list[nn.Module]) -> nn.Module:
+    """One module for a stage made of several (a layer and its batch norm), sharing them."""
+    return modules[0] if len(modules) == 1 else nn.ModuleList(modules)

@@ -17,7 +17,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.errors import OptionError
+from cnnlab.errors import InputSizeError, OptionError
 from cnnlab.models.layers import ClassifierNet, make_activation, make_pool
 from cnnlab.models.registry import (
     ModelOption,
@@ -49,7 +49,7 @@ def _feature_side(image_size: int, kernel_size: int, pool_size: int) -> int:
     for _ in ("C1/S2", "C3/S4"):
         side = (side - kernel_size + 1) // pool_size
         if side < 1:
-            raise OptionError(
+            raise InputSizeError(
                 f"LeNet-5 with kernel_size={kernel_size} and pool_size={pool_size} leaves no "
                 f"feature map at image_size={image_size}; use larger images or a smaller kernel_size or pool_size"
             )

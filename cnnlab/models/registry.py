@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import InputSizeError, OptionError, UnknownNameError
+from cnnlab.weights import load_builtin_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -145,7 +146,12 @@ def model_info(name: str) -> ModelInfo:
 
 
 def resolve_options(name: str, **options: object) -> dict[str, object]:
-    """The model's full option set: its defaults overridden by `options` (validated)."""
+    """The model's full option set: its defaults overridden by `options` (validated).
+
+    Each value must have its default's type (a bool, a whole number, a number, a string);
+    whole numbers are counts or sizes (at least 1), numbers are at least 0 and dropout
+    probabilities below 1. Which strings a family takes, it checks itself.
+    """
     info = model_info(name)
     unknown = sorted(set(options) - set(info.defaults))
     if unknown:
@@ -153,17 +159,54 @@ def resolve_options(name: str, **options: object) -> dict[str, object]:
             f"model '{name}' has no option {', '.join(map(repr, unknown))}; "
             f"valid options: {', '.join(info.defaults)}"
         )
+    for option, value in options.items():
+        expected = _expected_value(option, info.defaults[option], value)
+        if expected:
+            raise OptionError(f"model '{name}': {option}={value!r} is not valid; {expected}")
     return {**info.defaults, **options}
 
 
-def create_model(name: str, **options: object) -> nn.Module:
+def _expected_value(option: str, default: object, value: object) -> str | None:
+    """What `value` should be, judged by the option's default; None when it is fine."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else f"{option} is true or false"
+    if isinstance(default, int):
+        fine = number and value == int(value) and value >= 1
+        return None if fine else f"{option} is a whole number >= 1"
+    if isinstance(default, float):
+        if option.endswith("dropout"):
+            fine = number and 0 <= value < 1
+            return None if fine else f"{option} is a drop probability in [0, 1)"
+        return None if number and value >= 0 else f"{option} is a number >= 0"
+    if isinstance(default, str) and not isinstance(value, str):
+        return f"{option} is a name (a string)"
+    return None
+
+
+def create_model(name: str, weights: str | None = None, **options: object) -> nn.Module:
     """Build model `name` with `options` (e.g. `num_classes=10, in_channels=1`).
 
-    The returned module carries `model_name` and `model_options` (the resolved options), which
-    is all a checkpoint needs to rebuild it.
+    `weights` names built-in trained weights of the model (e.g. `"cifar10"` for
+    `resnet20`; see `cnnlab.weights`): the model is built with their options (which `options`
+    may not contradict) and loaded with them. The returned module carries `model_name` and
+    `model_options` (the resolved options), which is all a checkpoint needs to rebuild it.
     """
+    state = None
+    if weights is not None:
+        state = load_builtin_weights(f"{name}.{weights}")
+        trained = state["model_options"]
+        for key, value in options.items():
+            if key in trained and trained[key] != value:
+                raise OptionError(
+                    f"{name}.{weights} was trained with {key}={trained[key]!r}, not {value!r}; "
+                    "to train on other data start from it with cnnlab.transfer"
+                )
+        options = {**trained, **options}
     resolved = resolve_options(name, **options)
     model = model_info(name).builder(**resolved)
+    if state is not None:
+        model.load_state_dict(state["model_state"])
     model.model_name = name
     model.model_options = resolved
     return model
@@ -177,17 +220,19 @@ def count_parameters(name: str, **options: object) -> int:
 
 
 def _accepts(name: str, options: dict[str, object], shape: tuple[int, int, int]) -> bool:
-    """Whether a meta-device forward pass of one image of `shape` succeeds."""
+    """Whether a meta-device forward pass of one image of `shape` succeeds.
+
+    Networks built for one input size are built for `shape` unless `options` fix `image_size`.
+    Only errors of the size are a "no": a bad option value raises its own `OptionError`.
+    """
     info = model_info(name)
     if info.takes_image_size and "image_size" not in options:
         options = {**options, "image_size": shape[1]}
     with torch.device("meta"):
         try:
             model = info.builder(**resolve_options(name, **options)).eval()
-        except OptionError:
-            if not info.takes_image_size:
-                raise
-            return False  # its layer sizes, computed from image_size, leave no feature map
+        except InputSizeError:
+            return False  # layer sizes computed from image_size leave no feature map
         try:
             with torch.no_grad():
                 model(torch.empty(1, *shape))
@@ -197,10 +242,17 @@ def _accepts(name: str, options: dict[str, object], shape: tuple[int, int, int])
 
 
 def min_input_size(name: str, **options: object) -> int:
-    """The smallest square input side that model `name` (with `options`) accepts."""
+    """The smallest square input side that model `name` (with `options`) accepts.
+
+    For networks built for one input size, the smallest `image_size` they can be built for
+    (an `image_size` in `options` is ignored: it follows the input).
+    """
+    info = model_info(name)
     resolved = resolve_options(name, **options)
-    channels = int(resolved.get("in_channels", model_info(name).input_size[0]))
-    sizes = (8, 16, 32, 64, 128, 256, 512, model_info(name).input_size[1])
+    if info.takes_image_size:
+        options = {key: value for key, value in options.items() if key != "image_size"}
+    channels = int(resolved.get("in_channels", info.input_size[0]))
+    sizes = (8, 16, 32, 64, 128, 256, 512, info.input_size[1])
     first = next((s for s in sizes if _accepts(name, options, (channels, s, s))), None)
     if first is None:
         raise OptionError(f"model '{name}' with these options accepts no input size up to 512")
@@ -216,8 +268,9 @@ def min_input_size(name: str, **options: object) -> int:
 
 def check_input_size(name: str, shape: tuple[int, int, int], **options: object) -> None:
     """Raise `InputSizeError` with one clear line if model `name` cannot take `shape` (C, H, W)."""
+    info = model_info(name)
     resolved = resolve_options(name, **options)
-    channels = int(resolved.get("in_channels", model_info(name).input_size[0]))
+    channels = int(resolved.get("in_channels", info.input_size[0]))
     if shape[0] != channels:
         raise InputSizeError(
             f"model '{name}' was built for {channels}-channel input but the data has {shape[0]} "
@@ -226,15 +279,38 @@ def check_input_size(name: str, shape: tuple[int, int, int], **options: object) 
     if _accepts(name, options, shape):
         return
     smallest = min_input_size(name, **options)
+    side = min(shape[1:])
+    if side >= smallest and info.takes_image_size:
+        raise InputSizeError(
+            f"model '{name}' was built for image_size={resolved['image_size']} and cannot take "
+            f"{shape[1]}x{shape[2]} inputs; build it with image_size={shape[1]} "
+            f"(create_model_for_input does) or resize the images"
+        )
     hint = (
-        f"resize the images (e.g. `cnnlab train --image-size {max(smallest, 32)}`)"
-        if shape[1] < smallest
+        f"resize the images to at least {smallest}x{smallest} "
+        f"(e.g. `cnnlab train --image-size {smallest}`)"
+        if side < smallest
         else "use the model's default input size"
     )
     raise InputSizeError(
         f"model '{name}' cannot take {shape[1]}x{shape[2]} inputs; the smallest it accepts is "
-        f"{smallest}x{smallest} (default {'x'.join(map(str, model_info(name).input_size))}); {hint}"
+        f"{smallest}x{smallest} (default {'x'.join(map(str, info.input_size))}); {hint}"
     )
+
+
+def input_size_error(model: nn.Module, images: object) -> InputSizeError | None:
+    """The registry's one-line error when `model` (from `create_model`) cannot take `images`.
+
+    None when the model is not a registered one or the shape is not the problem.
+    """
+    name = getattr(model, "model_name", None)
+    if name is None or not isinstance(images, torch.Tensor) or images.dim() != 4:
+        return None
+    try:
+        check_input_size(name, tuple(images.shape[1:]), **model.model_options)
+    except InputSizeError as error:
+        return error
+    return None
 
 
 def create_model_for_input(

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import OptionError
-from cnnlab.models.layers import ClassifierNet
+from cnnlab.models.layers import ClassifierNet, scaled
 from cnnlab.models.registry import (
     ModelOption,
     in_channels_option,
@@ -173,6 +173,23 @@ def make_stage(
     return nn.Sequential(first, *rest)
 
 
+STEMS = ("paper", "cheap")
+
+
+def make_stem_conv(in_channels: int, channels: int, stem: str, small_input: bool) -> nn.Conv2d:
+    """The stem's convolution: 7x7 stride 2 (the paper's ImageNet stem), 3x3 stride 1
+    (`small_input`: the CIFAR networks') or 3x3 stride 2 (`cheap`: for 64-128 px inputs)."""
+    if stem not in STEMS:
+        raise OptionError(f"stem must be one of {', '.join(STEMS)}, not {stem!r}")
+    if stem == "cheap" and small_input:
+        raise OptionError("stem='cheap' and small_input=True conflict: pick one")
+    if stem == "cheap":
+        return nn.Conv2d(in_channels, channels, 3, stride=2, padding=1, bias=False)
+    if small_input:
+        return nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
+    return nn.Conv2d(in_channels, channels, 7, stride=2, padding=3, bias=False)
+
+
 class ResNet(ClassifierNet):
     """A stem, stages `layer1`..`layerN` (each after the first halves the map), pool, fc.
 
@@ -180,6 +197,10 @@ class ResNet(ClassifierNet):
     (before the block's expansion). The ImageNet stem is a 7x7 stride-2 convolution and a
     3x3 stride-2 max-pool; `small_input=True` swaps it for the CIFAR networks' 3x3 stride-1
     convolution without pooling, so 32x32 images keep 32x32 maps in the first stage.
+    `stem="cheap"` is a 3x3 stride-2 convolution without pooling, for 64-128 px inputs: the
+    first stage sees maps of half the input side (a quarter with the paper's stem, the whole
+    side with `small_input`). `width` multiplies every stage's channels (and the stem's), so
+    0.25-0.5 gives networks between LeNet and ResNet-18 in cost; 1.0 is the paper's network.
     `shortcut` picks option A or B where a block changes shape; `groups` and
     `width_per_group` shape the bottleneck's 3x3 (ResNeXt, wide ResNets).
     """
@@ -195,6 +216,8 @@ class ResNet(ClassifierNet):
         in_channels: int = 3,
         widths: Sequence[int] = (64, 128, 256, 512),
         small_input: bool = False,
+        stem: str = "paper",
+        width: float = 1.0,
         shortcut: str = "B",
         groups: int = 1,
         width_per_group: int = 64,
@@ -211,15 +234,14 @@ class ResNet(ClassifierNet):
             )
         if len(layers) != len(widths) or min(layers) < 1:
             raise OptionError(f"need one width per stage and >= 1 block each: {layers=}, {widths=}")
+        widths = [scaled(channels, width) for channels in widths]
         stem_width = widths[0]
-        if small_input:
-            self.conv1 = nn.Conv2d(in_channels, stem_width, 3, padding=1, bias=False)
-        else:
-            self.conv1 = nn.Conv2d(in_channels, stem_width, 7, stride=2, padding=3, bias=False)
+        self.conv1 = make_stem_conv(in_channels, stem_width, stem, small_input)
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
         # Identity keeps the module name (and so every other key of the state_dict) unchanged.
-        self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(3, stride=2, padding=1)
+        pooled = stem == "paper" and not small_input
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if pooled else nn.Identity()
         options = {"shortcut": shortcut, "groups": groups, "width_per_group": width_per_group}
         in_width = stem_width
         for index, (num_blocks, width) in enumerate(zip(layers, widths, strict=True)):
@@ -255,6 +277,12 @@ class ResNet(ClassifierNet):
         """The residual stages `layer1`, `layer2`, ... in order."""
         return (getattr(self, f"layer{index}") for index in range(1, self.num_stages + 1))
 
+    def named_stages(self) -> list[tuple[str, nn.Module]]:
+        """The stem (`conv1`, `bn1`), the residual stages `layer1`.., then `fc`."""
+        stem = ("stem", nn.ModuleList([self.conv1, self.bn1]))
+        layers = [(f"layer{index}", stage) for index, stage in enumerate(self.stages(), start=1)]
+        return [stem, *layers, ("fc", self.fc)]
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for stage in self.stages():
@@ -289,6 +317,10 @@ IMAGENET_OPTIONS = {
     "small_input": ModelOption(
         False, "3x3 stride-1 stem without max-pooling, for 32x32 images (CIFAR)"
     ),
+    "stem": ModelOption(
+        "paper", "'cheap': a 3x3 stride-2 stem without max-pooling, for 64-128 px images"
+    ),
+    "width": ModelOption(1.0, "channel multiplier of every stage; 0.25-0.5 for small budgets"),
     "zero_init_residual": ZERO_INIT_RESIDUAL,
 }
 CIFAR_OPTIONS = {
@@ -297,6 +329,7 @@ CIFAR_OPTIONS = {
     "shortcut": ModelOption(
         "A", "where a block changes shape: A zero-pads the identity, B projects (1x1 conv)"
     ),
+    "width": ModelOption(1.0, "channel multiplier of every stage (2.0: 32-64-128 channels)"),
     "zero_init_residual": ZERO_INIT_RESIDUAL,
 }
 imagenet_variant = register_model(

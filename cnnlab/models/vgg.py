@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnnlab.models.alexnet import fully_connected_head
-from cnnlab.models.layers import ClassifierNet
+from cnnlab.models.alexnet import WIDTH_OPTION, fully_connected_head
+from cnnlab.models.layers import ClassifierNet, scaled
 from cnnlab.models.registry import (
     dropout_option,
     in_channels_option,
@@ -46,18 +46,21 @@ CONFIGS: dict[str, list[int | str]] = {
 }  # fmt: skip
 
 
-def make_features(config: list[int | str], in_channels: int, batch_norm: bool) -> nn.Sequential:
+def make_features(
+    config: list[int | str], in_channels: int, batch_norm: bool, width: float = 1.0
+) -> nn.Sequential:
     """The convolutional trunk: 3x3 convolutions with ReLU, optional batch norm, 2x2 max-pools.
 
     Batch normalization is not in the paper (it came later, Ioffe & Szegedy 2015); the `_bn`
-    variants put it between each convolution and its ReLU, as torchvision does.
+    variants put it between each convolution and its ReLU, as torchvision does. `width`
+    multiplies every convolution's channels.
     """
     layers: list[nn.Module] = []
     for entry in config:
         if entry == POOL:
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
             continue
-        out_channels = int(entry)
+        out_channels = scaled(int(entry), width)
         layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
         if batch_norm:
             layers.append(nn.BatchNorm2d(out_channels))
@@ -72,6 +75,7 @@ class VGG(ClassifierNet):
     The adaptive average pool is not in the paper: it is the identity at 224x224 and lets other
     input sizes reach the 7x7 maps that the first fully connected layer expects (the paper
     instead turned the fully connected layers into convolutions for dense evaluation).
+    `width` multiplies the channels of every convolution and the 4096 units of fc6 and fc7.
     """
 
     classifier_name = "classifier.6"
@@ -84,13 +88,16 @@ class VGG(ClassifierNet):
         num_classes: int = 1000,
         in_channels: int = 3,
         dropout: float = 0.5,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.features = make_features(config, in_channels, batch_norm)
-        last_channels = [entry for entry in config if entry != POOL][-1]
+        self.features = make_features(config, in_channels, batch_norm, width)
+        last_channels = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
         self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
-        self.classifier = fully_connected_head(int(last_channels) * 7 * 7, num_classes, dropout)
+        self.classifier = fully_connected_head(
+            last_channels * 7 * 7, num_classes, dropout, hidden_units=scaled(4096, width)
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -126,6 +133,7 @@ VGG_OPTIONS = {
     "num_classes": num_classes_option(),
     "in_channels": in_channels_option(),
     "dropout": dropout_option(0.5),
+    "width": WIDTH_OPTION,
 }
 vgg_variant = register_model(input_size=(3, 224, 224), paper=_PAPER, options=VGG_OPTIONS)
 

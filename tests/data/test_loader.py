@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cnnlab.data.augment import HorizontalFlip
-from cnnlab.data.loader import BatchLoader
+from cnnlab.data.loader import BatchLoader, dataset_bytes, fits_on_device
 from cnnlab.data.memory import TensorDataset
 
 
@@ -113,3 +113,11 @@ def test_channels_last_batches() -> None:
     loader = BatchLoader(_dataset(), 8, mean=(0,) * 3, std=(1,) * 3, channels_last=True)
     images, _ = next(iter(loader))
     assert images.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_data_stay_in_host_memory_for_the_cpu() -> None:
+    dataset = _dataset()
+    assert dataset_bytes(dataset) == 50 * 3 * 4 * 4 + 50 * 8  # uint8 images, int64 labels
+    assert not fits_on_device(dataset_bytes(dataset), torch.device("cpu"))
+    loader = BatchLoader(dataset, 16, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert not loader.resident and loader.images.data_ptr() == dataset.images.data_ptr()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -46,3 +47,26 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     assert abs(one[-1]["test_acc"] - two[-1]["test_acc"]) <= 0.05
     assert TrainConfig.from_yaml(tmp_path / "ddp" / "config.yaml").batch_size == 32
     assert (tmp_path / "ddp" / "best.pt").is_file()
+
+
+def test_ranks_take_disjoint_shards_covering_the_training_set_each_epoch(tmp_path: Path) -> None:
+    """Two ranks under torchrun: each epoch, their images are disjoint and together all of them."""
+    script = Path(__file__).with_name("ddp_shards.py")
+    torchrun = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(
+        [sys.executable, *torchrun, str(script), str(tmp_path)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"shards-rank{r}.json").read_text()) for r in (0, 1)]
+    assert set(ranks[0]) == set(ranks[1]) == {"0", "1"}
+    for epoch in ("0", "1"):
+        first, second = (rank[epoch] for rank in ranks)
+        assert len(first) == len(set(first)) and len(second) == len(set(second))
+        assert not set(first) & set(second), f"epoch {epoch}: an image went to both ranks"
+        assert sorted(first + second) == list(range(96)), f"epoch {epoch}: not every image"
+    assert ranks[0]["0"] != ranks[0]["1"]  # reshuffled between epochs

@@ -84,3 +84,43 @@ def randomized_batch_norm(model: nn.Module) -> nn.Module:
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.2, 0.2)
     return model.eval()
+
+
+def left_half_task(count: int, side: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Normalized 1 x side x side noise images; class 1 has a bright 3x3 square in the left
+    half, class 0 none. Either class may have a bright bar in the right half, which therefore
+    says nothing about the class: class 1 depends only on the left half."""
+    images = torch.rand(count, 1, side, side, generator=generator) * 0.3
+    labels = torch.arange(count) % 2
+    half = side // 2
+    for index in range(count):
+        if labels[index] == 1:
+            row, column = torch.randint(0, side - 3, (2,), generator=generator).tolist()
+            column %= half - 3
+            images[index, 0, row : row + 3, column : column + 3] = 1
+        if torch.rand(1, generator=generator).item() < 0.5:
+            row, column = torch.randint(0, side - 6, (2,), generator=generator).tolist()
+            images[index, 0, row : row + 6, half + column % half] = 1
+    return (images - 0.3) / 0.3, labels
+
+
+def train_left_half_net(side: int = 16, steps: int = 150) -> tuple[TinyGapNet, torch.Tensor]:
+    """A `TinyGapNet` trained on `left_half_task` (seconds on one CPU thread), and held-out
+    class-1 images it classifies correctly."""
+    generator = torch.Generator().manual_seed(0)
+    images, labels = left_half_task(512, side, generator)
+    torch.manual_seed(0)
+    model = TinyGapNet(num_classes=2, width=8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(steps):
+        batch = torch.randint(0, len(images), (64,), generator=generator)
+        loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    test_images, test_labels = left_half_task(64, side, generator)
+    with torch.no_grad():
+        correct = model(test_images).argmax(dim=1) == test_labels
+    assert correct.float().mean() > 0.95, "the left-half task did not train"
+    return model, test_images[(test_labels == 1) & correct]

@@ -14,7 +14,7 @@ import cnnlab
 from cnnlab.errors import InputSizeError, OptionError
 from cnnlab.explain import METHODS, Explanation, explain
 from cnnlab.explain.hooks import LayerRecording
-from cnnlab.explain.methods import gradcam_maps
+from cnnlab.explain.methods import gradcam_maps, optional_import
 from tests.explain.nets import SharedReluNet, TinyGapNet, randomized_batch_norm
 
 
@@ -146,3 +146,19 @@ def test_no_hook_or_recording_outlives_a_call(net: TinyGapNet) -> None:
         assert not module._backward_hooks
     gc.collect()
     assert not [obj for obj in gc.get_objects() if type(obj) is LayerRecording]
+
+
+def test_a_missing_optional_package_says_how_to_install_it() -> None:
+    with pytest.raises(
+        OptionError, match=r"this needs no_such_package: pip install 'cnnlab\[explain\]'"
+    ):
+        optional_import("no_such_package.stats")
+
+
+def test_a_network_without_forward_features_needs_a_named_layer() -> None:
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    ).eval()
+    with pytest.raises(OptionError, match="pass --layer with one of: 0, 1, 2"):
+        explain(model, torch.randn(1, 1, 6, 6))
+    assert explain(model, torch.randn(1, 1, 6, 6), layer="1").layer == "1"

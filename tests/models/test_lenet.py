@@ -95,7 +95,7 @@ def test_activation_option(activation: str, module: type[nn.Module]) -> None:
 
 
 def test_combination_without_feature_map_is_an_option_error() -> None:
-    with pytest.raises(OptionError, match="leaves no feature map at image_size=12"):
+    with pytest.raises(InputSizeError, match="leaves no feature map at image_size=12"):
         create_model("lenet5", image_size=12, pool_size=3)
     with pytest.raises(OptionError, match="unknown activation"):
         create_model("lenet5", activation="swish")

@@ -1,0 +1,51 @@
+"""`cnnlab compare`: train several architectures on one dataset; one table, plots and a page."""
+
+from __future__ import annotations
+
+import typer
+
+from cnnlab.cli import app, console
+from cnnlab.compare import CompareSpec, run_compare, summarize_results, write_report
+from cnnlab.compare.report import markdown_table
+
+
+@app.command("compare")
+def compare_command(
+    models: str = typer.Option(..., "--models", "-m", help="Comma-separated model names."),
+    data: str = typer.Option(
+        ..., "--data", "-d", help="Dataset spec, e.g. folder:PATH or cifar10."
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", "-e", min=1, help="Epochs for every model (default 10)."
+    ),
+    time_budget: str | None = typer.Option(
+        None, "--time-budget", help="The same wall-clock budget for every run, e.g. 10m."
+    ),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Runs per model (seeds 0..S-1)."),
+    out: str = typer.Option("compare", "--out", "-o", help="Folder for runs, table and plots."),
+    image_size: int | None = typer.Option(
+        None, "--image-size", min=1, help="Resize the images once, at load time."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or epoch lines."),
+) -> None:
+    """Train each model with a recipe suited to it; report error, size, cost and time."""
+    spec = CompareSpec(
+        models=[name.strip() for name in models.split(",") if name.strip()],
+        data=data,
+        epochs=epochs,
+        time_budget=time_budget,
+        seeds=seeds,
+        out=out,
+        image_size=image_size,
+        device=device,
+    )
+    records = run_compare(spec, progress=not quiet, on_message=console.print)
+    rows = summarize_results(records)
+    if not rows:
+        console.print("no model could be trained on this data")
+        return
+    budget = f"{spec.time_budget} budget" if spec.time_budget else f"{spec.epochs} epochs"
+    paths = write_report(rows, out, title=f"{len(rows)} models on {data} ({budget} each)")
+    console.print(markdown_table(rows), highlight=False, soft_wrap=True)
+    console.print(f"report: {paths['html']}", highlight=False, soft_wrap=True)

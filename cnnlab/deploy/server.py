@@ -1,0 +1,170 @@
+"""`cnnlab serve`: one static page and a JSON API that classify and explain uploaded images.
+
+Routes: `GET /` (the page), `GET /healthz`, `GET /api/models`, `POST /api/predict` and
+`POST /api/explain` (the image file's bytes as the request body; `model`, `topk` and `method`
+as query parameters), `GET /openapi.json` and FastAPI's `/docs`.
+
+Safe by default: the server binds to 127.0.0.1; request bodies are capped before they are read
+(`limits.BodySizeLimit`); uploads are checked from their header and decoded in memory, their
+file names never seen (`uploads`); networks are loaded at start and chosen by name, never by a
+path from a request (`served`); inference runs in a bounded pool whose overflow gets 503.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from collections.abc import AsyncIterator
+from importlib.resources import files
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from cnnlab import __version__
+from cnnlab.deploy.limits import BodySizeLimit, InferencePool, ServerBusy
+from cnnlab.deploy.served import ServedModel
+from cnnlab.deploy.uploads import UploadError, check_decompression_bombs
+from cnnlab.errors import CnnlabError
+from cnnlab.explain import METHODS
+
+DEFAULT_HOST = "127.0.0.1"
+MAX_BODY_BYTES = 10_000_000
+DEFAULT_WORKERS = 2
+DEFAULT_QUEUE = 32
+DEFAULT_METHOD = "gradcam"
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The image file's bytes (JPEG, PNG, GIF, BMP, WebP or TIFF).",
+        "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+# The page is self-contained: inline script and style, images from uploads and data: URLs.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "img-src blob: data:; connect-src 'self'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def create_app(
+    models: dict[str, ServedModel],
+    *,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    workers: int = DEFAULT_WORKERS,
+    queue: int = DEFAULT_QUEUE,
+) -> FastAPI:
+    """The FastAPI application serving `models` (name -> model)."""
+    check_decompression_bombs()
+    pool = InferencePool(workers, queue)
+    page = files("cnnlab.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.shutdown()
+
+    app = FastAPI(
+        title="cnnlab",
+        version=__version__,
+        summary="Classify and explain images with trained cnnlab networks.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    _add_error_handlers(app)
+
+    def pick(name: str | None) -> ServedModel:
+        if name is None and len(models) == 1:
+            return next(iter(models.values()))
+        if name not in models:
+            served = ", ".join(models)
+            raise HTTPException(404, f"unknown model '{name}'; this server has: {served}")
+        return models[name]
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    @app.get("/healthz", summary="Liveness: the server answers")
+    async def healthz() -> dict:
+        return {"status": "ok", "models": len(models), "busy": pool.pending}
+
+    @app.get("/api/models", summary="The served models and the explanation methods")
+    async def list_models() -> dict:
+        return {
+            "models": [model.describe() for model in models.values()],
+            "methods": list(METHODS),
+            "default_method": DEFAULT_METHOD,
+        }
+
+    @app.post("/api/predict", summary="Top classes of an uploaded image", openapi_extra=IMAGE_BODY)
+    async def predict(
+        request: Request,
+        model: str | None = Query(None, description="A served model's name (optional if one)."),
+        topk: int = Query(5, ge=1, le=100, description="How many classes to return."),
+    ) -> dict:
+        served = pick(model)
+        return await pool.run(served.predict, await request.body(), topk)
+
+    @app.post(
+        "/api/explain",
+        summary="Top classes and a heat map of where the network looked",
+        openapi_extra=IMAGE_BODY,
+    )
+    async def explain(
+        request: Request,
+        model: str | None = Query(None, description="A served model's name (optional if one)."),
+        method: str = Query(DEFAULT_METHOD, description=f"One of: {', '.join(METHODS)}."),
+        topk: int = Query(5, ge=1, le=100, description="How many classes to return."),
+    ) -> dict:
+        served = pick(model)
+        if method not in METHODS:
+            raise HTTPException(
+                422, f"unknown method '{method}'; choose one of: {', '.join(METHODS)}"
+            )
+        return await pool.run(served.explain, await request.body(), method, topk)
+
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """A refused upload, a full pool and any other user-caused error: one JSON line each."""
+
+    @app.exception_handler(UploadError)
+    async def refused_upload(_request: Request, error: UploadError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=error.status)
+
+    @app.exception_handler(ServerBusy)
+    async def busy(_request: Request, _error: ServerBusy) -> JSONResponse:
+        detail = "the server is busy; retry in a moment"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(CnnlabError)
+    async def refused(_request: Request, error: CnnlabError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable only from this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(app: FastAPI, host: str, port: int, workers: int) -> None:
+    """Serve `app` with uvicorn; each inference worker gets an equal share of the CPU cores.
+
+    PyTorch's intra-op threads are per calling thread: two workers with all cores each would
+    oversubscribe the machine, and small networks then slow down many times over.
+    """
+    import torch
+    import uvicorn
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    uvicorn.run(app, host=host, port=port, log_level="warning")

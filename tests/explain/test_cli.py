@@ -1,0 +1,193 @@
+"""`cnnlab explain` and `cnnlab features` end to end: figures written, bad input refused in one
+line with nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnnlab.cli import app
+from cnnlab.engine.checkpoint import save_checkpoint
+from cnnlab.models import create_model
+
+CLASSES = ["zero", "one", "two"]
+
+
+def _save(path: Path, model_name: str, image_shape: list[int], **options: object) -> Path:
+    model = create_model(model_name, num_classes=3, **options)
+    channels = image_shape[0]
+    save_checkpoint(
+        path,
+        {
+            "model_name": model.model_name,
+            "model_options": model.model_options,
+            "model_state": model.state_dict(),
+            "classes": CLASSES,
+            "mean": [0.5] * channels,
+            "std": [0.25] * channels,
+            "image_shape": image_shape,
+        },
+    )
+    return path
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner(env={"COLUMNS": "200"})
+
+
+@pytest.fixture
+def lenet(tmp_path: Path) -> Path:
+    """A run folder with an (untrained) LeNet-5 for 1x28x28 digits."""
+    return _save(tmp_path / "run" / "best.pt", "lenet5_modern", [1, 28, 28], image_size=28).parent
+
+
+@pytest.fixture
+def resnet(tmp_path: Path) -> Path:
+    return _save(tmp_path / "resnet20.pt", "resnet20", [3, 32, 32])
+
+
+@pytest.fixture
+def pictures(tmp_path: Path) -> dict[str, Path]:
+    """A grayscale and a color PNG of other sizes than the models', and a file that is not one."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    paths = {"gray": folder / "gray.png", "color": folder / "color.png", "bad": folder / "bad.png"}
+    Image.fromarray(rng.integers(0, 255, (30, 30), dtype=np.uint8)).save(paths["gray"])
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(paths["color"])
+    paths["bad"].write_text("not an image")
+    return paths
+
+
+def _invoke(runner: CliRunner, *args: object):
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+def _assert_refused(result, message: str, out: Path) -> None:
+    """Exit code 2, one red line holding `message`, and no output folder."""
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+def test_explain_writes_one_figure_per_image_and_method_and_a_grid(
+    runner: CliRunner, lenet: Path, pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = _invoke(
+        runner, "explain", lenet, pictures["gray"], pictures["color"], "-m", "gradcam,saliency",
+        "--method", "gradcam++", "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    names = {f"{stem}.{method}.png" for stem in ("gray", "color")
+             for method in ("gradcam", "saliency", "gradcam++")}  # fmt: skip
+    assert {path.name for path in out.iterdir()} == names | {"comparison.png"}
+    width, height = _png_size(out / "comparison.png")
+    assert width > height > 300  # 2 rows, 4 columns
+    assert _png_size(out / "gray.gradcam.png")[0] > 300
+    assert f"note: {pictures['color']}: color image converted to grayscale" in result.stdout
+    assert "features.s4, input" in result.stdout
+
+
+def test_explain_sanity_writes_tables_and_a_figure(
+    runner: CliRunner, lenet: Path, pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = _invoke(runner, "explain", lenet, pictures["gray"], "--sanity", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert {"gray.gradcam.png", "sanity.png", "sanity.md", "sanity.csv"} == {
+        path.name for path in out.iterdir()
+    }
+    assert "Model randomization" in result.stdout and "classifier.output" in result.stdout
+    assert (out / "sanity.csv").read_text().startswith("test,step,layer,method,value\n")
+
+
+def test_cam_on_a_network_with_global_average_pooling(
+    runner: CliRunner, resnet: Path, pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    result = _invoke(runner, "explain", resnet, pictures["gray"], "-m", "cam", "-o", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert "grayscale image converted to color" in result.stdout
+    assert (tmp_path / "o" / "gray.cam.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("command", "arguments", "message"),
+    [
+        ("explain", ["--layer", "features.c9"],
+         "unknown layer 'features.c9'; layers with feature maps: "
+         "features.c1, features.c1_bn, features.c1_act, features.s2"),
+        ("explain", ["-m", "cam"], "CAM needs a network that ends in global average pooling and "
+                                   "one linear layer; lenet5_modern does not"),
+        ("explain", ["-m", "gradcam,lime"], "unknown method 'lime'; choose from: cam, gradcam"),
+        ("explain", ["--target", "seven"],
+         "unknown class 'seven'; give 'predicted', an index from 0 to 2"),
+        ("explain", ["--target", "3"], "unknown class '3'"),
+        ("explain", ["extra-missing.png"], "extra-missing.png: no such file"),
+        ("explain", ["bad"], "bad.png: not a readable image"),
+        ("features", ["--layer", "features.s9"],
+         "unknown layer 'features.s9'; layers with feature maps: features.c1, "),
+        ("features", ["--layer", "classifier.c5"],
+         "layer 'classifier.c5' has no feature maps (it is not in the convolutional trunk)"),
+        ("features", [], "give --layer NAME (with an IMAGE) to draw feature maps, or --filters"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_writes_nothing(
+    runner: CliRunner,
+    lenet: Path,
+    pictures: dict[str, Path],
+    tmp_path: Path,
+    command: str,
+    arguments: list[str],
+    message: str,
+) -> None:
+    out = tmp_path / "out"
+    arguments = [str(pictures["bad"]) if argument == "bad" else argument for argument in arguments]
+    result = _invoke(runner, command, lenet, pictures["gray"], *arguments, "--out", out)
+    _assert_refused(result, message, out)
+
+
+def test_a_shared_activation_is_refused(
+    runner: CliRunner, resnet: Path, pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = _invoke(
+        runner, "features", resnet, pictures["color"], "--layer", "layer1.0.relu", "-o", out
+    )
+    _assert_refused(result, "'layer1.0.relu' runs more than once per forward pass", out)
+
+
+def test_checkpoint_of_an_unknown_model_is_one_line(
+    runner: CliRunner, tmp_path: Path, pictures: dict[str, Path]
+) -> None:
+    checkpoint = _save(tmp_path / "odd.pt", "resnet20", [3, 32, 32])
+    state = torch.load(checkpoint, weights_only=True)
+    state["model_name"] = "resnet21"
+    torch.save(state, checkpoint)
+    result = _invoke(runner, "explain", checkpoint, pictures["gray"], "--out", tmp_path / "out")
+    message = "cannot rebuild the checkpoint's model 'resnet21': unknown model"
+    _assert_refused(result, message, tmp_path / "out")
+
+
+def test_features_draws_a_layer_and_the_first_filters(
+    runner: CliRunner, resnet: Path, pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "features"
+    result = _invoke(
+        runner, "features", resnet, pictures["color"], "--layer", "layer1", "--filters", "-o", out
+    )
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in out.iterdir()} == {"color.layer1.png", "filters.png"}
+    assert min(_png_size(out / "filters.png")) > 200

@@ -1,0 +1,174 @@
+"""Transfer sources and bad input: torchvision weights from a temporary hub folder, built-in
+weights and their hash, checkpoints of unknown models, impossible modes; resume of a run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from typer.testing import CliRunner
+
+from cnnlab.cli import app
+from cnnlab.engine.checkpoint import model_from_checkpoint, save_checkpoint
+from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.hooks import TrainHook
+from cnnlab.engine.trainer import train
+from cnnlab.errors import CheckpointError, CnnlabError, OptionError
+from cnnlab.models import create_model
+from cnnlab.transfer import TransferSpec, resolve_source, transfer
+from cnnlab.transfer.hook import load_backbone
+from cnnlab.weights import BUILTIN_WEIGHTS, load_builtin_weights
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from synthetic import synthetic_splits  # noqa: E402
+
+RESNET18_FILE = "resnet18-f37072fd.pth"  # the file name in torchvision's IMAGENET1K_V1 url
+
+
+@pytest.fixture
+def hub(tmp_path: Path):
+    """A temporary torch hub folder holding an untrained torchvision resnet18's state dict."""
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    reference = torchvision.models.resnet18()
+    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / RESNET18_FILE)
+    yield reference
+    torch.hub.set_dir(previous)
+
+
+def test_torchvision_weights_load_from_the_hub_cache(hub) -> None:
+    weights = resolve_source("resnet18.IMAGENET1K_V1")
+    assert weights.image_shape == (3, 224, 224) and weights.mean == (0.485, 0.456, 0.406)
+    model = create_model("resnet18", num_classes=5)
+    assert load_backbone(model, weights) == []
+    assert torch.equal(model.layer3[1].conv2.weight, hub.layer3[1].conv2.weight)
+    assert torch.equal(model.bn1.running_var, hub.bn1.running_var)
+
+
+def test_torchvision_weights_adapt_to_grayscale_with_a_note(hub) -> None:
+    model = create_model("resnet18", num_classes=5, in_channels=1)
+    notes = load_backbone(model, resolve_source("resnet18.IMAGENET1K_V1"))
+    assert len(notes) == 1 and "conv1" in notes[0]
+    assert torch.allclose(model.conv1.weight, hub.conv1.weight.sum(dim=1, keepdim=True))
+
+
+def test_missing_torchvision_file_names_file_and_folder(tmp_path: Path) -> None:
+    previous = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "empty-hub"))
+    try:
+        with pytest.raises(
+            CheckpointError, match=rf"put {RESNET18_FILE} in .*empty-hub/checkpoints$"
+        ):
+            resolve_source("resnet18.IMAGENET1K_V1")
+    finally:
+        torch.hub.set_dir(previous)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("resnet18.IMAGENET9K_V7", "unknown torchvision weights name for resnet18 'IMAGENET9K_V7'"),
+        ("resnet20.imagenet", "unknown transfer source 'resnet20.imagenet'"),
+        ("no/such/run", "unknown transfer source"),
+    ],
+)
+def test_unknown_sources_are_one_line(source: str, message: str) -> None:
+    with pytest.raises(CnnlabError, match=message) as error:
+        resolve_source(source)
+    assert "\n" not in str(error.value)
+
+
+def test_checkpoint_of_an_unknown_model(tmp_path: Path) -> None:
+    model = create_model("lenet5_modern")
+    state = {
+        "model_name": "lenet9000", "model_options": {}, "model_state": model.state_dict(),
+        "classes": list("0123456789"), "mean": [0.1], "std": [0.3], "image_shape": [1, 28, 28],
+    }  # fmt: skip
+    save_checkpoint(tmp_path / "foreign.pt", state)
+    with pytest.raises(CheckpointError, match="unknown model 'lenet9000'"):
+        resolve_source(tmp_path / "foreign.pt")
+
+
+@pytest.mark.parametrize("mode", ["last:0", "last:x", "middle", "last:"])
+def test_bad_modes_are_refused(mode: str) -> None:
+    with pytest.raises(OptionError, match="mode must be full, head or last:K"):
+        TransferSpec("x", mode)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_WEIGHTS))
+def test_builtin_weights_match_their_hash_and_model(name: str) -> None:
+    entry = BUILTIN_WEIGHTS[name]
+    model = create_model(entry.model, weights=entry.tag)
+    assert model.state_dict().keys() == load_builtin_weights(name)["model_state"].keys()
+
+
+def test_builtin_weights_refuse_a_conflicting_class_count() -> None:
+    if "lenet5_modern.mnist" not in BUILTIN_WEIGHTS:
+        pytest.skip("lenet5_modern.mnist is not shipped")
+    with pytest.raises(OptionError, match="trained with num_classes=10, not 3"):
+        create_model("lenet5_modern", weights="mnist", num_classes=3)
+
+
+def test_unknown_builtin_weights_list_the_shipped_ones() -> None:
+    with pytest.raises(CnnlabError, match="unknown built-in weights 'resnet20.imagenet'"):
+        create_model("resnet20", weights="imagenet")
+
+
+@pytest.fixture(scope="module")
+def source_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny lenet5_modern run on synthetic 28x28 images: a checkpoint source."""
+    folder = tmp_path_factory.mktemp("source")
+    config = TrainConfig(
+        model="lenet5_modern", epochs=1, batch_size=32, device="cpu", out=str(folder)
+    )
+    return train(config, data=synthetic_splits(train=64, test=32, side=28), progress=False).out_dir
+
+
+def test_last_k_above_the_stage_count_says_how_many(source_run: Path, tmp_path: Path) -> None:
+    splits = synthetic_splits(train=64, test=32, side=28)
+    with pytest.raises(
+        OptionError, match=r"lenet5_modern has: 5 \(features.c1, .*last:1 to last:5"
+    ):
+        transfer(source_run, mode="last:6", splits=splits, out=str(tmp_path / "t"), progress=False)
+
+
+def test_a_transferred_run_resumes_exactly(source_run: Path, tmp_path: Path) -> None:
+    splits = synthetic_splits(train=64, test=32, side=28)
+    options = {"mode": "last:2", "head_hidden": 8, "backbone_lr_scale": 0.5, "splits": splits}
+    options |= {"batch_size": 32, "device": "cpu", "progress": False}
+    whole = transfer(source_run, epochs=3, out=str(tmp_path / "whole"), **options)
+    transfer(source_run, epochs=3, out=str(tmp_path / "parts"), hooks=[StopAfter(2)], **options)
+    resumed = transfer(None, resume=tmp_path / "parts", splits=splits, epochs=3, progress=False)
+    for key in ("train_loss", "test_loss"):
+        assert [row[key] for row in resumed.history] == [row[key] for row in whole.history]
+    one, two = _weights(tmp_path / "whole"), _weights(tmp_path / "parts")
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    assert "classifier.output.0.weight" in one  # the hidden-layer head, rebuilt on load
+
+
+class StopAfter(TrainHook):
+    """Ends a run after `epochs` epochs, as an interruption would."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def after_epoch(self, trainer, row: dict) -> bool:
+        return row["epoch"] >= self.epochs
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return model_from_checkpoint(run / "last.pt")[0].state_dict()
+
+
+def test_cli_transfer_errors_are_one_red_line(source_run: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["transfer", "--from", "resnet20.imagenet", "--data", "mnist-5k"])
+    assert result.exit_code == 2 and "unknown transfer source" in result.output
+    result = runner.invoke(app, ["transfer", "--data", "mnist-5k"])
+    assert result.exit_code == 2 and "--from" in result.output
+    result = runner.invoke(app, ["transfer", "--resume", str(source_run)])
+    assert result.exit_code == 2 and "not a transferred run" in result.output

@@ -78,7 +78,7 @@ def textbook_base(spec: str, epochs: int) -> dict:
         "lr": 0.9,
         "weight_decay": 0.0,
         "schedule": "constant",
-        "init": "xavier",
+        "init": "xavier_weights",  # the reference: Xavier weights, PyTorch default biases
         "mean": [0.0],
         "std": [1.0],
         "device": "cpu",

@@ -79,7 +79,10 @@ class StudyResults:
         for factor, rows in self.factors.items():
             scored = [row for row in rows if row.metrics["test_acc"].n > 0]
             if scored:
-                best[factor] = max(scored, key=lambda row: row.metrics["test_acc"].mean)
+                # a tie goes to the base value: only a better value changes the recipe
+                best[factor] = max(
+                    scored, key=lambda row: (row.metrics["test_acc"].mean, row.is_base)
+                )
         return best
 
     def base_values(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from cnnlab.engine.hooks import TrainHook
 from cnnlab.engine.trainer import train
 from cnnlab.errors import CnnlabError, OptionError, StudyError
 from cnnlab.models import create_model_for_input
+from cnnlab.studies.batched import train_point_batched
 from cnnlab.studies.shared_data import data_key, open_data, prepare_data
 from cnnlab.studies.spec import Run, StudySpec, spec_differences
 from cnnlab.studies.store import LeaseLost, RunRecord, StudyStore
@@ -231,8 +232,6 @@ def work(
     try:
         while True:
             if batched_seeds:
-                from cnnlab.studies.batched import train_point_batched
-
                 claimed = store.claim_point(worker, lease_seconds)
                 if claimed:
                     train_point_batched(runner, claimed)

@@ -3,7 +3,8 @@
 SQLite through the standard library, in WAL mode with a busy timeout, so several runner
 processes share it. One row per (point, seed), enqueued idempotently. A runner claims a pending
 run inside one write transaction and holds a lease on it, renewed while it trains; a run whose
-lease ran out (its runner died) goes back to `pending` at the next claim. Statuses: `pending`,
+lease ran out (its runner died) goes back to `pending` at the next claim (to `failed` after
+`MAX_ATTEMPTS` tries). Statuses: `pending`,
 `running`, `done`, `diverged`, `failed` (with its error). Every epoch's metrics row, the final
 metrics, the wall time, the resolved config, package versions and hardware are kept, so the
 report needs nothing but this file.
@@ -26,7 +27,9 @@ STORE_NAME = "study.db"
 STATUSES = ("pending", "running", "done", "diverged", "failed")
 FINISHED = ("done", "diverged", "failed")
 BUSY_TIMEOUT_S = 30.0
-BEST_POINT_KEY = "best_point"  # meta: the combination `cnnlab study best` trained
+BEST_POINT_KEY = "best_point"
+MAX_ATTEMPTS = 3  # a run whose runner died this often is failed, not retried forever
+_GAVE_UP = f"its runner died {MAX_ATTEMPTS} times while training it (killed, or out of memory?)"  # meta: the combination `cnnlab study best` trained
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -177,6 +180,11 @@ class StudyStore:
     def _claim(self, worker: str, lease_seconds: float, *, whole_point: bool) -> list[RunRecord]:
         now = time.time()
         with self.transaction() as db:
+            db.execute(
+                "UPDATE runs SET status = 'failed', worker = NULL, lease_until = NULL, error = ? "
+                "WHERE status = 'running' AND lease_until < ? AND attempts >= ?",
+                (_GAVE_UP, now, MAX_ATTEMPTS),
+            )
             db.execute(
                 "UPDATE runs SET status = 'pending', worker = NULL "
                 "WHERE status = 'running' AND lease_until < ?",

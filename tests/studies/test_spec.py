@@ -39,8 +39,14 @@ def test_grid_crosses_every_value() -> None:
         ({"factors": {"lr": ["fast"]}}, "lr must be a number, got 'fast'"),
         ({"factors": {"lr": []}}, "factor 'lr' needs a non-empty list"),
         ({"factors": {"activation": ["swish"]}}, "unknown activation 'swish'"),
-        ({"factors": {"kernel_size": ["3"]}}, "kernel_size must be int, got '3'"),
-        ({"factors": {"kernel_size": [0]}}, "kernel_size and pool_size must be >= 1"),
+        (
+            {"factors": {"kernel_size": ["3"]}},
+            "kernel_size='3' is not valid; kernel_size is a whole number",
+        ),
+        (
+            {"factors": {"kernel_size": [0]}},
+            "kernel_size=0 is not valid; kernel_size is a whole number >= 1",
+        ),
         ({"seeds": 0}, "seeds must be at least 1"),
         ({"seeds": [1, 1]}, "seeds repeat a value"),
         ({"mode": "random"}, "study mode must be one of"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cnnlab.errors import StudyError
-from cnnlab.studies.store import LeaseLost, StudyStore, open_existing
+from cnnlab.studies.store import MAX_ATTEMPTS, LeaseLost, StudyStore, open_existing
 
 
 def _runs(count: int) -> list[dict]:
@@ -60,6 +60,17 @@ def test_an_expired_lease_goes_back_to_pending_and_the_old_holder_loses_it(tmp_p
     assert record.status == "done" and record.final == {"test_acc": 0.5}
     assert [row["epoch"] for row in store.epochs(second.id)] == [1, 2]
     assert store.seconds_left() == 0
+
+
+def test_a_run_whose_runner_keeps_dying_fails_instead_of_looping(tmp_path: Path) -> None:
+    store = StudyStore(tmp_path)
+    store.enqueue(_runs(1))
+    for _ in range(MAX_ATTEMPTS):
+        assert store.claim("doomed", 0.01) is not None
+        time.sleep(0.03)
+    assert store.claim("next", 60) is None
+    (record,) = store.runs()
+    assert record.status == "failed" and "runner died 3 times" in record.error
 
 
 def test_a_corrupt_store_is_one_clear_line(tmp_path: Path) -> None:

@@ -43,7 +43,13 @@ def test_summary_json_parses() -> None:
 
 def test_summary_options_reach_the_model() -> None:
     result = invoke(
-        "summary", "resnet18", "--json", "--model-opt", "num_classes=10", "--model-opt", "in_channels=1"
+        "summary",
+        "resnet18",
+        "--json",
+        "--model-opt",
+        "num_classes=10",
+        "--model-opt",
+        "in_channels=1",
     )
     data = json.loads(result.stdout)
     assert data["input_size"] == [1, 224, 224]

@@ -118,7 +118,12 @@ def test_replace_checks_its_changes() -> None:
         TrainConfig().replace(batch_size=0)
 
 
-@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+RECIPES = sorted(
+    set(EXAMPLES.glob("*.yaml")) - set(EXAMPLES.glob("*_study.yaml"))
+)  # studies: tests/studies
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_example_recipes_name_real_models_and_options(path: Path) -> None:
     config = TrainConfig.from_yaml(path)
     resolve_options(config.model, **config.model_options)  # raises on unknown models/options

@@ -34,5 +34,7 @@ def test_evaluation_shards_cover_the_test_split_once(dataset, world_size: int) -
         loader = BatchLoader(
             dataset, 8, mean=(0.0,), std=(1.0,), shard=(rank, world_size), even_shards=False
         )
-        seen += [int(v) for images, _ in loader for v in (255 * images[:, 0, 0, 0]).round().tolist()]
+        seen += [
+            int(v) for images, _ in loader for v in (255 * images[:, 0, 0, 0]).round().tolist()
+        ]
     assert sorted(seen) == list(range(COUNT))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from study_helpers import tiny_spec
 
 from cnnlab.errors import OptionError
 from cnnlab.studies.spec import StudySpec, spec_differences
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
 
 
 def _spec(**changes) -> StudySpec:
@@ -76,3 +80,9 @@ def test_differences_say_what_changed_and_whether_it_only_adds() -> None:
     base["base"]["epochs"] = 3
     changes, additive = spec_differences(old, StudySpec.from_dict(base).to_dict())
     assert not additive and changes == ["base.epochs 2 -> 3"]
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*_study.yaml")), ids=lambda path: path.name)
+def test_example_study_specs_validate_every_point(path: Path) -> None:
+    spec = StudySpec.from_yaml(path)
+    assert len(spec.runs()) == len(spec.points()) * len(spec.seeds) > 1

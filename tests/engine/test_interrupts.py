@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 from pathlib import Path
@@ -42,7 +41,12 @@ def train_args(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _interrupt(monkeypatch: pytest.MonkeyPatch, hook: TrainHook) -> None:
-    monkeypatch.setattr(train_cmd, "train", functools.partial(train_cmd.train, hooks=[hook]))
+    real_train = train_cmd.train
+
+    def train_with_hook(*args, hooks=(), **kwargs):
+        return real_train(*args, hooks=[*hooks, hook], **kwargs)
+
+    monkeypatch.setattr(train_cmd, "train", train_with_hook)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

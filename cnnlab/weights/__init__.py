@@ -57,6 +57,11 @@ BUILTIN_WEIGHTS: dict[str, BuiltinWeights] = {
             "564416fc8ab91210b9e371071efef615c8f5aaa8504e595644051ea59d752336",
             test_accuracy=0.9115,
         ),
+        BuiltinWeights(
+            "resnet20.cifar10",
+            "0d64b57b8be4af9b632df67622e1a9a57e07ae0a8c25db93c5d57074cf9d3f26",
+            test_accuracy=0.8375,
+        ),
     )
 }
 

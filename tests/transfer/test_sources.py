@@ -4,6 +4,7 @@ weights and their hash, checkpoints of unknown models, impossible modes; resume 
 from __future__ import annotations
 
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,25 @@ def test_builtin_mnist_weights_reach_their_recorded_accuracy(shared_data: Path) 
     with torch.no_grad():
         accuracy = (model(images).argmax(1) == test.labels).float().mean().item()
     assert accuracy >= BUILTIN_WEIGHTS["lenet5_modern.mnist"].test_accuracy - 0.01
+
+
+def test_builtin_cifar10_weights_reach_their_recorded_accuracy(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    archive = shared_data / "cifar10" / "cifar10_test_jpg.tar.gz"
+    if not archive.is_file():
+        pytest.skip(f"CIFAR-10 not found at {archive}")
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path, filter="data")
+    images = load_dataset(f"folder:{tmp_path / 'cifar10' / 'test'}", val_fraction=0.2).test
+    weights = load_builtin_weights("resnet20.cifar10")
+    assert images.classes == weights["classes"]
+    model = create_model("resnet20", weights="cifar10").eval()
+    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (weights["mean"], weights["std"]))
+    with torch.no_grad():
+        logits = model((images.images.float() / 255 - mean) / std)
+    accuracy = (logits.argmax(1) == images.labels).float().mean().item()
+    assert accuracy >= BUILTIN_WEIGHTS["resnet20.cifar10"].test_accuracy - 0.02
 
 
 def test_cli_transfers_builtin_weights_and_evaluates_the_run(tmp_path: Path) -> None:

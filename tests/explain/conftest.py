@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from explain_nets import TinyGapNet, train_left_half_net
+from explain_nets import TinyGapNet, randomized_batch_norm, train_left_half_net
 
 
 @contextlib.contextmanager
@@ -32,3 +32,14 @@ def left_half_net() -> tuple[TinyGapNet, torch.Tensor]:
     """A network whose class 1 depends only on the left half, and class-1 test images."""
     with single_thread():
         return train_left_half_net()
+
+
+@pytest.fixture
+def net() -> TinyGapNet:
+    """A small global-average-pooling network with non-trivial batch-norm statistics."""
+    return randomized_batch_norm(TinyGapNet())
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(3, 1, 10, 10)

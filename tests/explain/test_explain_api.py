@@ -18,16 +18,6 @@ from cnnlab.explain.hooks import LayerRecording, trace_layers
 from cnnlab.explain.methods import gradcam_maps, optional_import
 
 
-@pytest.fixture
-def net() -> TinyGapNet:
-    return randomized_batch_norm(TinyGapNet())
-
-
-@pytest.fixture
-def images() -> torch.Tensor:
-    return torch.randn(3, 1, 10, 10)
-
-
 def _max_scaled(maps: torch.Tensor) -> np.ndarray:
     """Each map over its maximum; an all-zero map stays zero."""
     peak = maps.amax(dim=(1, 2), keepdim=True)

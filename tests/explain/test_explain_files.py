@@ -7,16 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from explain_nets import TinyGapNet, randomized_batch_norm
+from explain_nets import TinyGapNet
 
 from cnnlab.explain import explain, files
 from cnnlab.explain.files import ExplainedFiles, explanation_figures, output_stems
 from cnnlab.explain.inputs import ImageFiles
-
-
-@pytest.fixture
-def net() -> TinyGapNet:
-    return randomized_batch_norm(TinyGapNet())
 
 
 def test_batches_join_into_the_same_explanation(

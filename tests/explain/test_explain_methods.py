@@ -19,16 +19,6 @@ from cnnlab.explain.methods import cam_maps, gradcam_plus_plus_maps, scorecam_ma
 TARGETS = torch.tensor([0, 2, 1])
 
 
-@pytest.fixture
-def net() -> TinyGapNet:
-    return randomized_batch_norm(TinyGapNet())
-
-
-@pytest.fixture
-def images() -> torch.Tensor:
-    return torch.randn(3, 1, 10, 10)
-
-
 class LinearNet(TinyGapNet):
     """`TinyGapNet` without its nonlinearities: every gradient is the same for every input."""
 

@@ -50,6 +50,7 @@ def run_best(
             threads=threads,
             lease_seconds=lease_seconds,
             batched_seeds=False,
+            train_images=spec.train_images,
             log=log,
         )
     finally:

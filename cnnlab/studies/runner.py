@@ -95,6 +95,7 @@ def run_study(
             threads=threads,
             lease_seconds=lease_seconds,
             batched_seeds=batched_seeds,
+            train_images=spec.train_images,
             log=log,
         )
     finally:
@@ -110,9 +111,13 @@ def run_configs(
     threads: int | None,
     lease_seconds: float,
     batched_seeds: bool,
+    train_images: int | None,
     log: Log | None,
 ) -> dict[str, int]:
-    """Enqueue `configs` (those already present are kept) and work until none is pending."""
+    """Enqueue `configs` (those already present are kept) and work until none is pending.
+
+    `train_images` keeps the first N training images (None: all of them).
+    """
     store.enqueue(
         [
             {
@@ -126,7 +131,14 @@ def run_configs(
         ]
     )
     threads = threads or max(1, _cores() // workers)
-    arguments = (str(store.path.parent), threads, lease_seconds, batched_seeds, log is not None)
+    arguments = (
+        str(store.path.parent),
+        threads,
+        lease_seconds,
+        batched_seeds,
+        train_images,
+        log is not None,
+    )
     if workers == 1:
         work(*arguments, index=0, log=log)
     else:
@@ -216,6 +228,7 @@ def work(
     threads: int,
     lease_seconds: float,
     batched_seeds: bool,
+    train_images: int | None,
     verbose: bool,
     *,
     index: int,
@@ -227,8 +240,9 @@ def work(
         log = print
     worker = f"{socket.gethostname()}:{os.getpid()}:{index}"
     store = StudyStore(folder)
-    spec = StudySpec.from_dict(store.get_meta("spec"))
-    runner = Worker(Path(folder), store, spec, worker, lease_seconds, log or (lambda line: None))
+    runner = Worker(
+        Path(folder), store, train_images, worker, lease_seconds, log or (lambda line: None)
+    )
     try:
         while True:
             if batched_seeds:
@@ -252,17 +266,23 @@ class Worker:
     """What one worker process keeps between runs: the store, the mapped data, its identity."""
 
     def __init__(
-        self, folder: Path, store: StudyStore, spec: StudySpec, name: str, lease: float, log: Log
+        self,
+        folder: Path,
+        store: StudyStore,
+        train_images: int | None,
+        name: str,
+        lease: float,
+        log: Log,
     ) -> None:
-        self.folder, self.store, self.spec = folder, store, spec
+        self.folder, self.store, self.train_images = folder, store, train_images
         self.name, self.lease, self.log = name, lease, log
         self._data: dict[str, DataSplits] = {}
         self.environment = environment()
 
     def data_for(self, config: TrainConfig) -> DataSplits:
-        key = data_key(config, self.spec.train_images)
+        key = data_key(config, self.train_images)
         if key not in self._data:
-            self._data[key] = open_data(prepare_data(self.folder, config, self.spec.train_images))
+            self._data[key] = open_data(prepare_data(self.folder, config, self.train_images))
         return self._data[key]
 
     def train(self, record: RunRecord) -> None:
@@ -337,11 +357,17 @@ class StoreHook(TrainHook):
 
 
 def final_metrics(history: list[dict]) -> dict | None:
-    """The last epoch's losses and accuracies (NaN where a diverged epoch has none)."""
+    """The last epoch's losses and accuracies (NaN where a diverged epoch has none).
+
+    `test_top5` is kept too where the epoch has it (more than 5 classes).
+    """
     if not history:
         return None
     last = history[-1]
-    return {key: float(last.get(key, math.nan)) for key in FINAL_KEYS} | {"epochs": last["epoch"]}
+    final = {key: float(last.get(key, math.nan)) for key in FINAL_KEYS}
+    if last.get("test_top5") is not None:
+        final["test_top5"] = float(last["test_top5"])
+    return final | {"epochs": last["epoch"]}
 
 
 def environment() -> dict:

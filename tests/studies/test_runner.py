@@ -17,6 +17,7 @@ from cnnlab.cli import app
 from cnnlab.data.normalization import channel_mean_std
 from cnnlab.errors import OptionError, StudyError
 from cnnlab.studies import StudySpec, run_study
+from cnnlab.studies.runner import final_metrics
 from cnnlab.studies.shared_data import open_data, prepare_data
 from cnnlab.studies.store import StudyStore
 
@@ -66,6 +67,13 @@ def test_a_failing_run_is_recorded_and_the_study_goes_on(tmp_path: Path) -> None
     assert outcome.counts["failed"] == 1 and outcome.counts["done"] == 1
     (error,) = _column(tmp_path, "SELECT error FROM runs WHERE status = 'failed'")
     assert error.startswith("OptionError: mean has 2 values")
+
+
+def test_final_metrics_keep_top5_only_where_the_epoch_has_it() -> None:
+    metrics = {"train_loss": 0.5, "train_acc": 0.8, "test_loss": 0.6, "test_acc": 0.7}
+    row = {"epoch": 3, **metrics}
+    assert final_metrics([row | {"test_top5": None}]) == metrics | {"epochs": 3}
+    assert final_metrics([row | {"test_top5": 0.9}]) == metrics | {"test_top5": 0.9, "epochs": 3}
 
 
 def test_a_value_the_model_refuses_for_the_data_fails_before_any_run(tmp_path: Path) -> None:

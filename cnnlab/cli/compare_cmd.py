@@ -22,14 +22,20 @@ def compare_command(
         None, "--time-budget", help="The same wall-clock budget for every run, e.g. 10m."
     ),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Runs per model (seeds 0..S-1)."),
-    out: str = typer.Option("compare", "--out", "-o", help="Folder for runs, table and plots."),
+    out: str = typer.Option(
+        "compare", "--out", "-o", help="Folder for the store, runs, data, table and plots."
+    ),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="Parallel worker processes."),
     image_size: int | None = typer.Option(
         None, "--image-size", min=1, help="Resize the images once, at load time."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or epoch lines."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No line per finished run."),
 ) -> None:
-    """Train each model with a recipe suited to it; report error, size, cost and time."""
+    """Train each model with a recipe suited to it; report error, size, cost and time.
+
+    Finished runs in --out are skipped and killed ones resumed, as in `cnnlab study run`.
+    """
     spec = CompareSpec(
         models=[name.strip() for name in models.split(",") if name.strip()],
         data=data,
@@ -40,7 +46,7 @@ def compare_command(
         image_size=image_size,
         device=device,
     )
-    records = run_compare(spec, progress=not quiet, on_message=console.print)
+    records = run_compare(spec, workers=workers, progress=not quiet, on_message=console.print)
     rows = summarize_results(records)
     if not rows:
         console.print("no model could be trained on this data")

@@ -1,10 +1,11 @@
 """`cnnlab compare`: several architectures trained on one dataset, with one table and plots.
 
 `recipes` picks each model's training recipe at the data's resolution, `runner` trains every
-model and seed (resuming from the results store), `report` writes the table and the plots.
+model and seed as the runs of a study store (resuming like a study), `report` writes the table
+and the plots.
 """
 
 from cnnlab.compare.report import summarize_results, write_report
-from cnnlab.compare.runner import CompareSpec, ResultStore, run_compare
+from cnnlab.compare.runner import CompareSpec, run_compare
 
-__all__ = ["CompareSpec", "ResultStore", "run_compare", "summarize_results", "write_report"]
+__all__ = ["CompareSpec", "run_compare", "summarize_results", "write_report"]

@@ -1,9 +1,10 @@
 """The comparison's report: one table (Markdown, CSV) and accuracy against cost (PNG), in one
 self-contained HTML page.
 
-Each model's row gathers its seeds: mean ± sample standard deviation (n seeds) of the training
-time and of the top-1 and top-5 test errors (top-5 only with more than 5 classes), with its
-parameters, MACs per image and mean training images/s.
+Each model's row gathers its finished seeds: mean ± sample standard deviation (n seeds) of the
+training time and of the top-1 and top-5 test errors (top-5 only with more than 5 classes), with
+its parameters, MACs per image and mean training images/s. Runs that diverged or failed count in
+no mean: the table's status column says how many, and the page lists each failure's error.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import csv
 import html
 import io
 import statistics
+from collections import Counter
 from pathlib import Path
 
 from cnnlab.engine.plots import new_figure, save_figure
@@ -30,31 +32,44 @@ COLUMNS = (
     "top1_error_std",
     "top5_error",
     "top5_error_std",
+    "status",
 )
 
 
 def summarize_results(records: list[dict]) -> list[dict]:
-    """One row per model (in first-seen order) with the mean and std over its seeds."""
+    """One row per model (in first-seen order) with the mean and std over its finished seeds.
+
+    `status` is `done`, or how many runs diverged or failed (`1 diverged, 2 failed`); `errors`
+    lists each failed run's error.
+    """
     by_model: dict[str, list[dict]] = {}
     for record in records:
         by_model.setdefault(record["model"], []).append(record)
     rows = []
     for model, runs in by_model.items():
+        done = [r for r in runs if r["status"] == "done"]
         row = {
             "model": model,
-            "seeds": len(runs),
+            "seeds": len(done),
             "params": runs[0]["params"],
             "macs": runs[0]["macs"],
-            "images_per_sec": statistics.fmean(r["images_per_sec"] for r in runs),
+            "images_per_sec": _mean_std([r["images_per_sec"] for r in done])[0],
+            "status": _status(runs),
+            "errors": [f"seed {r['seed']}: {r['error']}" for r in runs if r["error"]],
         }
         for key, source in (
             ("train_seconds", "seconds"),
             ("top1_error", "top1_error"),
             ("top5_error", "top5_error"),
         ):
-            row[key], row[f"{key}_std"] = _mean_std([r[source] for r in runs])
+            row[key], row[f"{key}_std"] = _mean_std([r[source] for r in done])
         rows.append(row)
     return rows
+
+
+def _status(runs: list[dict]) -> str:
+    counts = Counter(r["status"] for r in runs if r["status"] != "done")
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "done"
 
 
 def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -79,11 +94,15 @@ def _si(value: float) -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The table as Markdown: errors in percent, times in seconds, mean ± std over seeds."""
+    """The table as Markdown: errors in percent, times in seconds, mean ± std over seeds.
+
+    A status column appears when a run diverged or failed.
+    """
     show_top5 = any(row["top5_error"] is not None for row in rows)
+    show_status = any(row["status"] != "done" for row in rows)
     header = ["Model", "Params", "MACs", "Train time (s)", "Images/s", "Top-1 error (%)"]
     header += ["Top-5 error (%)"] if show_top5 else []
-    header += ["Seeds"]
+    header += ["Seeds"] + (["Status"] if show_status else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [
@@ -91,13 +110,18 @@ def markdown_table(rows: list[dict]) -> str:
             _si(row["params"]),
             _si(row["macs"]),
             _pm(row["train_seconds"], row["train_seconds_std"], digits=0),
-            f"{row['images_per_sec']:.0f}",
+            "-" if row["images_per_sec"] is None else f"{row['images_per_sec']:.0f}",
             _pm(row["top1_error"], row["top1_error_std"], 100),
         ]
         cells += [_pm(row["top5_error"], row["top5_error_std"], 100)] if show_top5 else []
-        cells += [str(row["seeds"])]
+        cells += [str(row["seeds"])] + ([row["status"]] if show_status else [])
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def failures(rows: list[dict]) -> list[str]:
+    """One line per failed run: the model, the seed and the error."""
+    return [f"{row['model']} {error}" for row in rows for error in row["errors"]]
 
 
 def _csv_text(rows: list[dict]) -> str:
@@ -113,14 +137,13 @@ def plot_accuracy(rows: list[dict], key: str, label: str, path: Path) -> Path:
     """Top-1 accuracy (%) against `key` (log scale), each point named, error bars over seeds."""
     figure = new_figure(6.0, 4.2)
     axes = figure.add_subplot()
-    for row in rows:
-        if row["top1_error"] is None:
-            continue
+    finished = [row for row in rows if row["top1_error"] is not None]  # a run of it finished
+    for row in finished:
         x, y = row[key], 100 * (1 - row["top1_error"])
         std = 100 * (row["top1_error_std"] or 0.0)
         axes.errorbar([x], [y], yerr=[std], fmt="o", capsize=3, color="tab:blue")
         axes.annotate(row["model"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    if all(row[key] > 0 for row in rows):
+    if all(row[key] > 0 for row in finished):
         axes.set_xscale("log")
     axes.set_xlabel(label)
     axes.set_ylabel("top-1 test accuracy (%)")
@@ -133,7 +156,9 @@ def write_report(rows: list[dict], out: str | Path, *, title: str) -> dict[str, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(rows)
-    atomic_write_text(out / "results.md", f"# {title}\n\n{table}")
+    notes = "".join(f"\n- {line}" for line in failures(rows))
+    notes = f"\nFailed runs:\n{notes}\n" if notes else ""
+    atomic_write_text(out / "results.md", f"# {title}\n\n{table}{notes}")
     atomic_write_text(out / "results.csv", _csv_text(rows))
     plots = {
         "accuracy_vs_macs": plot_accuracy(
@@ -162,6 +187,8 @@ def _html(title: str, rows: list[dict], plots: dict[str, Path]) -> str:
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
         for cells in body
     )
+    failed = "".join(f"<li>{html.escape(line)}</li>" for line in failures(rows))
+    failed = f"<p>Failed runs:</p><ul>{failed}</ul>" if failed else ""
     images = "".join(
         f'<img alt="{name}" src="data:image/png;base64,'
         f'{base64.b64encode(path.read_bytes()).decode()}">'
@@ -177,5 +204,5 @@ def _html(title: str, rows: list[dict], plots: dict[str, Path]) -> str:
         f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<p>Mean ± sample standard deviation over seeds; errors in percent.</p>"
         f"<table><thead><tr>{head_html}</tr></thead><tbody>{rows_html}</tbody></table>"
-        f"{images}</body></html>\n"
+        f"{failed}{images}</body></html>\n"
     )

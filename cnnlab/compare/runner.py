@@ -1,35 +1,40 @@
-"""Training every model of a comparison, seed by seed, into a results store it can resume from.
+"""Training every model of a comparison, seed by seed, as the runs of a study store.
 
-The data are loaded once and shared by every run, with one train/test split (seed 0) so that
-every model is scored on the same images. Each run gets the model's recipe (`recipes`) and
-either the same epoch count or the same wall-clock budget: on a laptop, the same budget is the
-fair comparison. Finished runs are kept in `OUT/results.jsonl` (one record per model and seed),
-so an interrupted comparison continues where it stopped.
+A comparison folder is a study folder: `study.db` holds one run per (model, seed), its point
+named by the model (`model=resnet18`) and its config the model's recipe (`recipes`), and the
+studies' runner trains the pending runs in `workers` processes (`run_configs`). The dataset is
+decoded once into the folder's memory-mapped copy (`studies.shared_data`), split with seed 0,
+so every worker maps the same images and every model is scored on them. Every run gets the same
+epoch count or the same wall-clock budget: on a laptop, the same budget is the fair comparison.
 
-`ResultStore` is deliberately small (`get`, `add`, `records`): the comparison needs no more,
-and the studies' SQLite store can take its place once it has landed.
+Running the comparison again skips finished runs and resumes killed ones like a study; more
+models or seeds join the folder's runs, other settings (data, epochs, ...) are refused. The
+records for the report are read back from the store alone.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cnnlab.compare.recipes import recipe
-from cnnlab.data.datasets import load_dataset
 from cnnlab.engine.budget import parse_duration
 from cnnlab.engine.config import TrainConfig
-from cnnlab.engine.trainer import train
-from cnnlab.errors import InputSizeError, OptionError
-from cnnlab.fileio import atomic_write_text
+from cnnlab.errors import InputSizeError, OptionError, StudyError
 from cnnlab.models import model_info
-from cnnlab.summary import summarize
+from cnnlab.studies.runner import LEASE_SECONDS, run_configs
+from cnnlab.studies.shared_data import open_data, prepare_data
+from cnnlab.studies.spec import Point, Run
+from cnnlab.studies.store import FINISHED, RunRecord, StudyStore
+from cnnlab.summary import ModelSummary, summarize
 
 DEFAULT_EPOCHS = 10
+META_KEY = "compare"  # the settings every run shares, and the data's image shape and classes
 
 
 @dataclass
@@ -69,77 +74,126 @@ class CompareSpec:
         return TrainConfig.from_dict({**self.base, **values, "time_budget": self.time_budget})
 
 
-class ResultStore:
-    """Records of finished runs, one per (model, seed), in a JSON-lines file written atomically."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._records: list[dict] = []
-        if self.path.is_file():
-            lines = self.path.read_text().splitlines()
-            self._records = [json.loads(line) for line in lines if line.strip()]
-
-    def get(self, model: str, seed: int) -> dict | None:
-        return next((r for r in self._records if (r["model"], r["seed"]) == (model, seed)), None)
-
-    def add(self, record: dict) -> None:
-        self._records = [
-            r for r in self._records if (r["model"], r["seed"]) != (record["model"], record["seed"])
-        ]
-        self._records.append(record)
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self._records)
-        atomic_write_text(self.path, text)
-
-    def records(self) -> list[dict]:
-        return list(self._records)
-
-
 def run_compare(
     spec: CompareSpec,
     *,
+    workers: int = 1,
+    threads: int | None = None,
     progress: bool = True,
     on_message: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Train every model for every seed (skipping runs already in the store); all records."""
-    out = Path(spec.out)
+    """Train every pending (model, seed) run in `workers` processes; one record per run.
+
+    `threads` per worker defaults to the cores divided among the workers; `progress` prints a
+    line per finished run. Models that cannot take the images are skipped, with the reason.
+    """
+    if workers < 1:
+        raise OptionError(f"--workers must be at least 1, got {workers}")
+    folder = Path(spec.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "results.jsonl").is_file():
+        on_message(f"ignoring {folder / 'results.jsonl'} (an older comparison's format)")
     base = spec.base_config()
-    data = load_dataset(spec.data, image_size=spec.image_size, val_fraction=base.val_fraction)
-    shape, num_classes = data.image_shape, len(data.classes)
-    store = ResultStore(out / "results.jsonl")
-    for name in spec.models:
-        try:
-            config = recipe(name, shape, num_classes, len(data.train), base)
-        except InputSizeError as error:
-            on_message(f"skipping {name}: {error}")
-            continue
-        cost = summarize(name, shape, num_classes=num_classes, **config.model_options)
-        for seed in range(spec.seeds):
-            if store.get(name, seed) is not None:
+    data = open_data(prepare_data(folder, base, None))
+    shape, classes = data.image_shape, len(data.classes)
+    store = StudyStore(folder)
+    try:
+        _record_settings(store, base, shape, classes)
+        configs = {}
+        for name in spec.models:
+            try:
+                config = recipe(name, shape, classes, len(data.train), base)
+            except InputSizeError as error:
+                on_message(f"skipping {name}: {error}")
                 continue
-            run = config.replace(seed=seed, out=str(out / "runs" / f"{name}-seed{seed}"))
-            on_message(f"training {name} (seed {seed}) ...")
-            started = time.perf_counter()
-            result = train(run, data=data, progress=progress, force=True)  # cut short before: start over
-            seconds = time.perf_counter() - started
-            final = result.final
-            store.add(
-                {
-                    "model": name,
-                    "seed": seed,
-                    "model_options": run.model_options,
-                    "status": result.status,
-                    "epochs": len(result.history),
-                    "params": cost.params,
-                    "macs": cost.macs,
-                    "seconds": seconds,
-                    "images_per_sec": statistics.fmean(r["images_per_sec"] for r in result.history),
-                    "top1_error": 1 - final["test_acc"] if "test_acc" in final else None,
-                    "top5_error": (
-                        1 - final["test_top5"] if num_classes > 5 and "test_top5" in final else None
-                    ),
-                    "classes": num_classes,
-                    "data": spec.data,
-                    "image_shape": list(shape),
-                }
-            )
-    return [r for r in store.records() if r["model"] in spec.models and r["seed"] < spec.seeds]
+            for seed in range(spec.seeds):
+                run = Run(Point((("model", name),)), seed)
+                configs[run] = config.replace(seed=seed, out=str(folder / "runs" / run.folder))
+        run_configs(
+            store,
+            configs,
+            workers=workers,
+            threads=threads,
+            lease_seconds=LEASE_SECONDS,
+            batched_seeds=False,
+            train_images=None,
+            log=on_message if progress else None,
+        )
+        return compare_records(store, list(configs))
+    finally:
+        store.close()
+
+
+def _record_settings(
+    store: StudyStore, base: TrainConfig, shape: tuple[int, int, int], classes: int
+) -> None:
+    """Keep the shared settings in a new folder; refuse a study or other settings."""
+    if store.get_meta("spec") is not None:
+        raise StudyError(f"{store.path.parent} holds a study, not a comparison; choose a new --out")
+    settings = {"base": base.to_dict(), "image_shape": list(shape), "classes": classes}
+    old = store.get_meta(META_KEY)
+    if old is None:
+        store.set_meta({META_KEY: settings})
+    elif old != settings:
+        before, after = old["base"], settings["base"]
+        changes = [
+            f"{key} {before.get(key)!r} -> {after.get(key)!r}"
+            for key in sorted(set(before) | set(after))
+            if before.get(key) != after.get(key)
+        ]
+        raise StudyError(
+            f"{store.path.parent} holds a comparison with other settings "
+            f"({'; '.join(changes) or 'other images'}); choose a new --out folder"
+        )
+
+
+def compare_records(store: StudyStore, runs: list[Run]) -> list[dict]:
+    """The finished `runs` (in their order) as the report's records, read from the store."""
+    settings = store.get_meta(META_KEY)
+    found = {(record.point, record.seed): record for record in store.runs()}
+    records = []
+    for run in runs:
+        record = found.get((run.point.name, run.seed))
+        if record is not None and record.status in FINISHED:
+            records.append(_record(store, record, settings))
+    return records
+
+
+def _record(store: StudyStore, record: RunRecord, settings: dict) -> dict:
+    """One run: status, parameters and MACs, wall time, mean images/s, final test errors.
+
+    The errors are those of a `done` run; a diverged or failed run has none.
+    """
+    shape, classes = tuple(settings["image_shape"]), settings["classes"]
+    config, final, epochs = record.config, record.final or {}, store.epochs(record.id)
+    cost = _cost(config["model"], shape, classes, json.dumps(config["model_options"]))
+    done = record.status == "done"
+    return {
+        "model": config["model"],
+        "seed": record.seed,
+        "model_options": config["model_options"],
+        "status": record.status,
+        "error": record.error,
+        "epochs": len(epochs),
+        "params": cost.params,
+        "macs": cost.macs,
+        "seconds": record.wall_seconds,
+        "images_per_sec": (
+            statistics.fmean(row["images_per_sec"] for row in epochs) if epochs else None
+        ),
+        "top1_error": _error(final.get("test_acc")) if done else None,
+        "top5_error": _error(final.get("test_top5")) if done and classes > 5 else None,
+        "classes": classes,
+        "data": config["data"],
+        "image_shape": list(shape),
+    }
+
+
+@functools.cache
+def _cost(name: str, shape: tuple[int, int, int], classes: int, options: str) -> ModelSummary:
+    """The model's summary for these images (cached: every seed has the same)."""
+    return summarize(name, shape, num_classes=classes, **json.loads(options))
+
+
+def _error(accuracy: float | None) -> float | None:
+    return None if accuracy is None or math.isnan(accuracy) else 1 - accuracy

@@ -1,22 +1,26 @@
-"""`cnnlab compare` on a tiny image folder: recipes, the store, the table, plots and the page."""
+"""`cnnlab compare` on a tiny image folder: recipes, the study store and its workers, resume,
+failed runs, the table, plots and the page."""
 
 from __future__ import annotations
 
 import csv
-import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 from typer.testing import CliRunner
 
 from cnnlab.cli import app
-from cnnlab.compare import CompareSpec, ResultStore, run_compare, summarize_results
+from cnnlab.compare import CompareSpec, run_compare, summarize_results, write_report
 from cnnlab.compare.recipes import model_options_for, recipe
 from cnnlab.compare.report import markdown_table
 from cnnlab.engine.config import TrainConfig
-from cnnlab.errors import OptionError, UnknownNameError
+from cnnlab.errors import OptionError, StudyError, UnknownNameError
+from cnnlab.models import register_model
+from cnnlab.models.registry import in_channels_option, num_classes_option
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,63 +57,161 @@ def test_recipes_pick_small_input_variants_and_learning_rates() -> None:
     assert recipe("lenet5_modern", (1, 28, 28), 10, 100, base).augment == ["crop:3"]
 
 
-def test_compare_trains_every_model_and_seed_and_writes_the_report(folder: Path, tmp_path: Path):
+def _spec(folder: Path, out: Path, models: list[str], **changes) -> CompareSpec:
+    values = {"data": f"folder:{folder}", "epochs": 1, "out": str(out), "device": "cpu"}
+    return CompareSpec(models=models, **values | changes)
+
+
+def _compare(spec: CompareSpec, messages: list[str] | None = None) -> list[dict]:
+    log = (lambda _: None) if messages is None else messages.append
+    return run_compare(spec, threads=1, on_message=log)
+
+
+def _column(out: Path, sql: str) -> list:
+    with sqlite3.connect(out / "study.db") as db:
+        return [row[0] for row in db.execute(sql)]
+
+
+@pytest.mark.slow  # two spawned worker processes each import torch
+def test_two_workers_train_every_model_and_seed_once_and_write_the_report(
+    folder: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "cmp"
     result = runner.invoke(
         app,
         ["compare", "-m", ",".join(MODELS), "-d", f"folder:{folder}", "-e", "1"]
-        + ["--seeds", "2", "-o", str(out), "-q", "--device", "cpu"],
+        + ["--seeds", "2", "-o", str(out), "-q", "--device", "cpu", "--workers", "2"],
     )
     assert result.exit_code == 0, result.output
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert sorted((r["model"], r["seed"]) for r in records) == sorted(
-        (m, s) for m in MODELS for s in (0, 1)
+    runs = _column(out, "SELECT point || ' ' || seed || ' ' || status || ' ' || attempts FROM runs")
+    assert sorted(runs) == sorted(f"model={m} {s} done 1" for m in MODELS for s in (0, 1))
+    assert len(list((out / "data").iterdir())) == 1  # one decoded copy, mapped by both workers
+    assert all(
+        (out / "runs" / f"model={m}-s{s}" / "last.pt").is_file() for m in MODELS for s in (0, 1)
     )
-    assert all(r["top5_error"] is None for r in records)  # 3 classes: no top-5
     table = (out / "results.md").read_text()
-    assert "Top-5" not in table and all(f"| {m} |" in table for m in MODELS)
-    assert " ± " in table  # two seeds give a standard deviation
+    assert "Top-5" not in table and all(f"| {m} |" in table for m in MODELS)  # 3 classes: no top-5
+    assert " ± " in table and "Status" not in table  # two seeds give a std; every run is done
     with (out / "results.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert [row["model"] for row in rows] == MODELS and rows[0]["seeds"] == "2"
+    assert all(row["status"] == "done" and float(row["images_per_sec"]) > 0 for row in rows)
     for plot in ("accuracy_vs_macs.png", "accuracy_vs_time.png"):
         assert (out / plot).read_bytes()[:4] == b"\x89PNG"
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 2 and "lenet5_modern" in page
 
 
-def test_finished_runs_are_not_trained_again(folder: Path, tmp_path: Path) -> None:
-    spec = CompareSpec(
-        models=["lenet5_modern"], data=f"folder:{folder}", epochs=1, out=str(tmp_path), device="cpu"
+def test_finished_runs_are_not_trained_again_and_new_seeds_join(folder: Path, tmp_path: Path):
+    spec = _spec(folder, tmp_path, ["lenet5_modern"])
+    first = _compare(spec)
+    (record,) = first
+    assert (record["model"], record["seed"], record["status"], record["epochs"]) == (
+        "lenet5_modern",
+        0,
+        "done",
+        1,
     )
-    first = run_compare(spec, progress=False, on_message=lambda _: None)
+    assert record["params"] > 0 and record["seconds"] > 0 and record["images_per_sec"] > 0
+    assert 0 <= record["top1_error"] <= 1 and record["top5_error"] is None
+    checkpoint = tmp_path / "runs" / "model=lenet5_modern-s0" / "last.pt"
+    written = checkpoint.stat().st_mtime_ns
     messages: list[str] = []
-    second = run_compare(spec, progress=False, on_message=messages.append)
-    assert first == second and messages == []
-    assert ResultStore(tmp_path / "results.jsonl").get("lenet5_modern", 0) == first[0]
+    assert _compare(spec, messages) == first and messages == []
+    assert checkpoint.stat().st_mtime_ns == written
+    more = _compare(_spec(folder, tmp_path, ["lenet5_modern"], seeds=2))
+    assert more[0] == record and [r["seed"] for r in more] == [0, 1]
+    assert _column(tmp_path, "SELECT attempts FROM runs") == [1, 1]
+
+
+def test_other_settings_in_the_same_folder_are_refused(folder: Path, tmp_path: Path) -> None:
+    (tmp_path / "results.jsonl").write_text("{}\n")  # an older comparison's store
+    messages: list[str] = []
+    _compare(_spec(folder, tmp_path, ["lenet5_modern"]), messages)
+    assert messages[0].startswith("ignoring") and "results.jsonl" in messages[0]
+    with pytest.raises(StudyError, match="other settings \\(epochs 1 -> 2\\)"):
+        _compare(_spec(folder, tmp_path, ["lenet5_modern"], epochs=2))
+
+
+class _Failing(nn.Module):
+    """Raises in its first training step (evaluation and summaries work)."""
+
+    def __init__(self, num_classes: int, in_channels: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(in_channels * 28 * 28, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            raise RuntimeError("this network cannot train")
+        return self.fc(x.flatten(1))
+
+
+class _Diverging(_Failing):
+    """Trains, but every loss is NaN."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1)) * float("nan")
+
+
+_OPTIONS = {"num_classes": num_classes_option(3), "in_channels": in_channels_option(1)}
+
+
+@register_model(input_size=(1, 28, 28), paper="test network", options=_OPTIONS)
+def compare_failing_net(**options) -> nn.Module:
+    """A linear network that raises when it trains."""
+    return _Failing(options["num_classes"], options["in_channels"])
+
+
+@register_model(input_size=(1, 28, 28), paper="test network", options=_OPTIONS)
+def compare_diverging_net(**options) -> nn.Module:
+    """A linear network whose outputs are NaN."""
+    return _Diverging(options["num_classes"], options["in_channels"])
+
+
+def test_diverged_and_failed_runs_are_recorded_and_the_others_go_on(folder: Path, tmp_path: Path):
+    models = ["compare_failing_net", "compare_diverging_net", "lenet5_modern"]
+    records = _compare(_spec(folder, tmp_path, models))
+    assert [(r["model"], r["status"]) for r in records] == [
+        ("compare_failing_net", "failed"),
+        ("compare_diverging_net", "diverged"),
+        ("lenet5_modern", "done"),
+    ]
+    assert records[0]["error"] == "RuntimeError: this network cannot train"
+    assert records[1]["top1_error"] is None and records[2]["top1_error"] is not None
+    rows = summarize_results(records)
+    assert [row["status"] for row in rows] == ["1 failed", "1 diverged", "done"]
+    paths = write_report(rows, tmp_path, title="t")
+    table = paths["markdown"].read_text()
+    assert "| compare_diverging_net |" in table and "| 0 | 1 diverged |" in table
+    assert "compare_failing_net seed 0: RuntimeError: this network cannot train" in table
+    assert "this network cannot train" in paths["html"].read_text()
 
 
 def test_a_model_that_cannot_take_the_images_is_skipped_with_the_reason(
     folder: Path, tmp_path: Path
 ) -> None:
-    spec = CompareSpec(models=["alexnet"], data=f"folder:{folder}", epochs=1, out=str(tmp_path))
     messages: list[str] = []
-    assert run_compare(spec, progress=False, on_message=messages.append) == []
+    assert _compare(_spec(folder, tmp_path, ["alexnet"]), messages) == []
     assert messages and "skipping alexnet" in messages[0] and "smallest it accepts" in messages[0]
 
 
-def test_summary_gives_mean_and_std_per_model() -> None:
+def test_summary_gives_mean_and_std_over_the_finished_seeds_of_each_model() -> None:
     records = [
-        {"model": "a", "params": 10, "macs": 100, "images_per_sec": r, "seconds": s}
-        | {"top1_error": e, "top5_error": None}
-        for r, s, e in ((100.0, 10.0, 0.2), (300.0, 20.0, 0.4))
+        {"model": "a", "seed": seed, "status": status, "error": None, "params": 10, "macs": 100}
+        | {"images_per_sec": r, "seconds": s, "top1_error": e, "top5_error": None}
+        for seed, status, r, s, e in (
+            (0, "done", 100.0, 10.0, 0.2),
+            (1, "done", 300.0, 20.0, 0.4),
+            (2, "diverged", 1.0, 1.0, None),
+        )
     ]
     (row,) = summarize_results(records)
     assert row["images_per_sec"] == 200 and row["train_seconds"] == 15
     assert row["top1_error"] == pytest.approx(0.3) and row["top1_error_std"] == pytest.approx(
         0.1414, abs=1e-4
     )
-    assert "30.0 ± 14.1" in markdown_table([row])
+    assert row["seeds"] == 2 and row["status"] == "1 diverged"
+    assert "| 30.0 ± 14.1 | 2 | 1 diverged |" in markdown_table([row])
 
 
 @pytest.mark.parametrize(

@@ -130,6 +130,9 @@ def run_configs(
             for run, config in configs.items()
         ]
     )
+    counts = store.counts()
+    if counts["pending"] + counts["running"] == 0:
+        return counts  # all finished: no worker to start
     threads = threads or max(1, _cores() // workers)
     arguments = (
         str(store.path.parent),

@@ -160,8 +160,10 @@ def compare_records(store: StudyStore, runs: list[Run]) -> list[dict]:
 
 
 def _record(store: StudyStore, record: RunRecord, settings: dict) -> dict:
-    """One run: status, parameters and MACs, wall time, mean images/s, final test errors.
+    """One run: status, parameters and MACs, training time, mean images/s, final test errors.
 
+    The time is the sum of the epochs' seconds (training and evaluation): unlike the store's
+    wall time, which counts the last attempt only, it keeps the epochs a killed attempt finished.
     The errors are those of a `done` run; a diverged or failed run has none.
     """
     shape, classes = tuple(settings["image_shape"]), settings["classes"]
@@ -177,7 +179,7 @@ def _record(store: StudyStore, record: RunRecord, settings: dict) -> dict:
         "epochs": len(epochs),
         "params": cost.params,
         "macs": cost.macs,
-        "seconds": record.wall_seconds,
+        "seconds": math.fsum(row["seconds"] for row in epochs) if epochs else None,
         "images_per_sec": (
             statistics.fmean(row["images_per_sec"] for row in epochs) if epochs else None
         ),

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from cnnlab.cli import app, console, print_table
 from cnnlab.studies.best import run_best
+from cnnlab.studies.progress import clock
 from cnnlab.studies.report import REPORT_FOLDER, best_table, factor_table, write_report
 from cnnlab.studies.report import Table as ReportTable
 from cnnlab.studies.results import load_results
@@ -86,14 +87,8 @@ def _print_counts(folder: Path) -> None:
     table = Table(title=f"study {folder}")
     for status in (*STATUSES, "time left"):
         table.add_column(status, justify="right")
-    shown_left = "-" if left is None else _duration(left)
+    shown_left = "-" if left is None else clock(left)
     table.add_row(*(str(counts[status]) for status in STATUSES), shown_left)
     print_table(table)
     for record in failed:
         console.print(f"[red]failed[/] {record.point} seed {record.seed}: {record.error}")
-
-
-def _duration(seconds: float) -> str:
-    minutes, seconds = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

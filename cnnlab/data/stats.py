@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from cnnlab.data.cache import SkippedFile
     from cnnlab.data.datasets import DatasetDetails
 
+
 @dataclass
 class SplitStats:
     """One split: image count, images per class, pixel mean/std, original sizes (min/median/max)."""

@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import os
 import platform
+import queue
 import socket
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from cnnlab.engine.trainer import train
 from cnnlab.errors import CnnlabError, OptionError, StudyError
 from cnnlab.models import create_model_for_input
 from cnnlab.studies.batched import train_point_batched
+from cnnlab.studies.progress import runs_progress
 from cnnlab.studies.shared_data import data_key, open_data, prepare_data
 from cnnlab.studies.spec import Run, StudySpec, spec_differences
 from cnnlab.studies.store import LeaseLost, RunRecord, StudyStore
@@ -142,10 +144,11 @@ def run_configs(
         train_images,
         log is not None,
     )
-    if workers == 1:
-        work(*arguments, index=0, log=log)
-    else:
-        _spawn_workers(workers, arguments)
+    with runs_progress(store.path.parent, enabled=log is not None):
+        if workers == 1:
+            work(*arguments, index=0, log=log)
+        else:
+            _spawn_workers(workers, arguments, log)
     return store.counts()
 
 
@@ -211,14 +214,23 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _spawn_workers(count: int, arguments: tuple) -> None:
+def _spawn_workers(count: int, arguments: tuple, log: Log | None) -> None:
+    """Run `count` workers in processes; their lines are logged here, one printer for all."""
     context = multiprocessing.get_context("spawn")  # fork after torch's thread pools can hang
+    lines = context.Queue()
     processes = [
-        context.Process(target=work, args=arguments, kwargs={"index": index})
+        context.Process(target=work, args=arguments, kwargs={"index": index, "lines": lines})
         for index in range(count)
     ]
     for process in processes:
         process.start()
+    while any(process.is_alive() for process in processes) or not lines.empty():
+        try:
+            line = lines.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if log is not None:
+            log(line)
     for process in processes:
         process.join()
 
@@ -236,11 +248,15 @@ def work(
     *,
     index: int,
     log: Log | None = None,
+    lines: multiprocessing.Queue | None = None,
 ) -> None:
-    """Claim and train runs until none is pending or held by a live runner."""
+    """Claim and train runs until none is pending or held by a live runner.
+
+    A worker process sends its lines to the parent through `lines` (when `verbose`).
+    """
     torch.set_num_threads(threads)
     if log is None and verbose:
-        log = print
+        log = print if lines is None else lines.put
     worker = f"{socket.gethostname()}:{os.getpid()}:{index}"
     store = StudyStore(folder)
     runner = Worker(

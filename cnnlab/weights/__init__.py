@@ -114,4 +114,3 @@ def export_weights(checkpoint: str | Path, name: str, folder: str | Path | None 
     path = Path(folder or Path(__file__).parent) / f"{name}.pt"
     torch.save(state, path)
     return path
-

@@ -104,7 +104,8 @@ def tuned_table(results: StudyResults, point: str) -> Table:
     title = "Tuned against default (same seeds)"
     if results.validation is not None:
         names, seeds = [final_name(name) for name in names], fresh_seeds(seeds)
-        title = f"Tuned against default (test accuracy, fresh seeds {seeds[0]}..{seeds[-1]})"
+        shown = f"seeds {seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+        title = f"Tuned against default (test accuracy, fresh {shown})"
     rows = []
     for name, label in zip(names, ("base (default)", f"best: {point}"), strict=True):
         records = [r for r in results.runs if r.point == name and r.seed in seeds]

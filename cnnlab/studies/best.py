@@ -19,7 +19,7 @@ from cnnlab.errors import StudyError
 from cnnlab.studies.report import Table, tuned_table, write_report
 from cnnlab.studies.results import load_results
 from cnnlab.studies.runner import LEASE_SECONDS, Log, check_against_data, run_configs
-from cnnlab.studies.spec import Point, Run, StudySpec
+from cnnlab.studies.spec import Point, Run, StudySpec, fresh_seeds
 from cnnlab.studies.store import BEST_POINT_KEY, StudyStore
 
 
@@ -43,7 +43,7 @@ def run_best(
     runs = [Run(point, seed) for seed in spec.seeds]
     if spec.validation is not None:
         finals = dict.fromkeys(Point(p.changes, final=True) for p in (spec.point({}), point))
-        runs = [Run(final, seed) for final in finals for seed in spec.final_seeds()]
+        runs = [Run(final, seed) for final in finals for seed in fresh_seeds(spec.seeds)]
     configs = {
         run: spec.config_for(run.point, run.seed, folder / "runs" / run.folder) for run in runs
     }

@@ -134,10 +134,6 @@ class StudySpec:
                 candidates += [self.point({name: value}) for value in values]
         return list(dict.fromkeys(candidates))
 
-    def final_seeds(self) -> list[int]:
-        """The seeds of `study best`'s final runs: as many as the study's, past its largest."""
-        return fresh_seeds(self.seeds)
-
     def runs(self) -> list[Run]:
         """Every (point, seed) pair, point by point."""
         return [Run(point, seed) for point in self.points() for seed in self.seeds]

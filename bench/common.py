@@ -29,9 +29,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from cnnlab.data.datasets import load_dataset, stratified_split
-from cnnlab.data.memory import DataSplits
-from cnnlab.data.normalization import channel_mean_std
+from cnnlab.data.datasets import load_dataset, validation_splits
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.trainer import train
 
@@ -170,16 +168,6 @@ def cnnlab_command(
 def child_env(**values: str) -> dict[str, str]:
     """This process's environment with `values` set (e.g. a fresh `CNNLAB_CACHE`)."""
     return {**os.environ, **values}
-
-
-def validation_splits(data: DataSplits, fraction: float, seed: int) -> DataSplits:
-    """The training split divided: `fraction` of each class (seeded) becomes the test split."""
-    train_part, validation_part = stratified_split(data.train.labels, fraction, seed)
-    train = data.train.subset(train_part)
-    mean, std = channel_mean_std(train.images)
-    return DataSplits(
-        f"{data.name} (validation)", train, data.train.subset(validation_part), mean, std
-    )
 
 
 def _train_child(config_path: str, holdout: float | None) -> None:

@@ -52,7 +52,7 @@ def report_command(folder: Path = typer.Argument(..., help="Study folder.")) -> 
     page = write_report(folder)
     results = load_results(folder)
     for factor, rows in results.factors.items():
-        _print_rich(factor_table(factor, rows))
+        _print_rich(factor_table(factor, rows, results.split))
     _print_rich(best_table(results))
     console.print(f"wrote {page.parent / 'report.md'} and {page}")
 
@@ -62,7 +62,8 @@ def best_command(
     folder: Path = typer.Argument(..., help="Study folder."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Parallel worker processes."),
 ) -> None:
-    """Train the combination of each factor's best value with the study's seeds, vs the base."""
+    """Train the combination of each factor's best value, vs the base: with the study's seeds,
+    or (a study with `validation`) on the full training split and the test split, fresh seeds."""
     table = run_best(folder, workers=workers, log=console.print)
     _print_rich(table)
     console.print(f"report updated: {folder / REPORT_FOLDER / 'report.html'}")

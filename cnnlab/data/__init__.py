@@ -10,6 +10,7 @@ from cnnlab.data.datasets import (
     load_dataset,
     load_dataset_details,
     stratified_split,
+    validation_splits,
 )
 from cnnlab.data.loader import BatchLoader
 from cnnlab.data.memory import DataSplits, TensorDataset
@@ -32,4 +33,5 @@ __all__ = [
     "load_dataset_details",
     "plot_stats",
     "stratified_split",
+    "validation_splits",
 ]

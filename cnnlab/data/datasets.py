@@ -187,6 +187,19 @@ def stratified_split(
     return train_indices, test_indices
 
 
+def validation_splits(data: DataSplits, fraction: float, seed: int) -> DataSplits:
+    """The training split divided: `fraction` of each class (seeded) becomes the test split.
+
+    The training part gets its own normalization statistics; the test split is left out.
+    """
+    train_part, validation_part = stratified_split(data.train.labels, fraction, seed)
+    train = data.train.subset(train_part)
+    mean, std = channel_mean_std(train.images)
+    return DataSplits(
+        f"{data.name} (validation)", train, data.train.subset(validation_part), mean, std
+    )
+
+
 def read_idx(path: Path) -> torch.Tensor:
     """A uint8 IDX file (`.gz` or plain): magic 0x0000 08 ndim, ndim big-endian int32 sizes."""
     opener = gzip.open if path.suffix == ".gz" else open

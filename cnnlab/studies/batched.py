@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 def train_point_batched(worker: Worker, records: list[RunRecord]) -> None:
     """Train the claimed seeds of one point together, or one by one where that is not exact."""
     configs = [TrainConfig.from_dict(record.config) for record in records]
-    data = worker.data_for(configs[0])
+    data = worker.data_for(configs[0], records[0].point)
     reason = "one seed" if len(records) == 1 else unbatchable_config(configs[0])
     ensemble = None
     if reason is None:

@@ -4,6 +4,11 @@ The classic "tuned against default" table: the best value of every factor (highe
 accuracy) combined into one config, trained with the study's seeds in the same folder, and
 reported side by side with the base. A combination that is already a point of the study (one
 factor changed, or any point of a grid) reuses its finished runs.
+
+A study with `validation` chose its best values on the validation holdout, so the choice says
+nothing about the test split yet: the base and the combination are trained again as final
+points (`final:base`, `final:<combination>`) on the full training split, scored on the test
+split, with fresh seeds (as many as the study's, past its largest: seeds [0, 1] -> [2, 3]).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from cnnlab.errors import StudyError
 from cnnlab.studies.report import Table, tuned_table, write_report
 from cnnlab.studies.results import load_results
 from cnnlab.studies.runner import LEASE_SECONDS, Log, check_against_data, run_configs
-from cnnlab.studies.spec import Run, StudySpec
+from cnnlab.studies.spec import Point, Run, StudySpec, fresh_seeds
 from cnnlab.studies.store import BEST_POINT_KEY, StudyStore
 
 
@@ -26,7 +31,7 @@ def run_best(
     lease_seconds: float = LEASE_SECONDS,
     log: Log | None = print,
 ) -> Table:
-    """Train the best combination with the study's seeds; the side-by-side table with the base."""
+    """Train the best combination (see the module doc); the side-by-side table with the base."""
     folder = Path(folder)
     results = load_results(folder)
     best = results.best()
@@ -35,9 +40,12 @@ def run_best(
         raise StudyError(f"no finished runs for factor {missing}; run the study to the end first")
     spec = StudySpec.from_dict(results.spec)
     point = spec.point({factor: summary.value for factor, summary in best.items()})
+    runs = [Run(point, seed) for seed in spec.seeds]
+    if spec.validation is not None:
+        finals = dict.fromkeys(Point(p.changes, final=True) for p in (spec.point({}), point))
+        runs = [Run(final, seed) for final in finals for seed in fresh_seeds(spec.seeds)]
     configs = {
-        Run(point, seed): spec.config_for(point, seed, folder / "runs" / Run(point, seed).folder)
-        for seed in spec.seeds
+        run: spec.config_for(run.point, run.seed, folder / "runs" / run.folder) for run in runs
     }
     check_against_data(folder, spec, configs, None)
     store = StudyStore(folder)
@@ -51,6 +59,7 @@ def run_best(
             lease_seconds=lease_seconds,
             batched_seeds=False,
             train_images=spec.train_images,
+            validation=spec.validation,
             log=log,
         )
     finally:

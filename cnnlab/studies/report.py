@@ -5,6 +5,8 @@ over the seeds), a figure with one panel per metric against the value (error bar
 the learning rate and the batch size) and the mean learning curves per value with a ±1 std
 band. Then the best value per factor, the tuned combination against the base when
 `cnnlab study best` has run it, and the provenance: package versions, hardware and the spec.
+A study with `validation` is scored on its validation holdout: its columns read `val acc`, and
+its tuned-against-default table reads the test split on fresh seeds.
 """
 
 from __future__ import annotations
@@ -19,8 +21,15 @@ import yaml
 
 from cnnlab.engine.plots import _style, new_figure, save_figure
 from cnnlab.fileio import atomic_write_text
-from cnnlab.studies.results import METRICS, StudyResults, Summary, load_results, value_text
-from cnnlab.studies.spec import BASE_POINT
+from cnnlab.studies.results import (
+    METRICS,
+    StudyResults,
+    Summary,
+    load_results,
+    metric_names,
+    value_text,
+)
+from cnnlab.studies.spec import BASE_POINT, final_name, fresh_seeds
 
 LOG_AXIS_FACTORS = ("lr", "batch_size", "weight_decay")
 REPORT_FOLDER = "report"
@@ -54,13 +63,16 @@ def summary_row(label: str, summary: Summary) -> list[str]:
     return [label, *counts, *(summary.metrics[key].text() for key in METRICS)]
 
 
-SUMMARY_COLUMNS = ["n", "diverged", "failed", *METRICS.values()]
+def summary_columns(split: str) -> list[str]:
+    """`n | diverged | failed | train loss | train acc | <split> acc`."""
+    return ["n", "diverged", "failed", *metric_names(split).values()]
 
 
-def factor_table(factor: str, rows: list[Summary]) -> Table:
+def factor_table(factor: str, rows: list[Summary], split: str = "test") -> Table:
+    """One factor's rows; `split` names the scored split (`test`, or `val`)."""
     return Table(
         f"{factor}: mean ± sample std over seeds",
-        [factor, *SUMMARY_COLUMNS],
+        [factor, *summary_columns(split)],
         [summary_row(row.label, row) for row in rows],
     )
 
@@ -79,17 +91,26 @@ def best_table(results: StudyResults) -> Table:
                 base_row.metrics["test_acc"].text(),
             ]
         )
-    columns = ["factor", "best value", "test acc", "base value", "base test acc"]
-    return Table("Best value per factor (highest mean test accuracy)", columns, rows)
+    split = results.split
+    columns = ["factor", "best value", f"{split} acc", "base value", f"base {split} acc"]
+    chosen_on = "validation" if results.validation is not None else "test"
+    return Table(f"Best value per factor (highest mean {chosen_on} accuracy)", columns, rows)
 
 
 def tuned_table(results: StudyResults, point: str) -> Table:
-    """Base and best combination side by side, each over the study's seeds."""
+    """Base and best combination side by side, each over the study's seeds; with `validation`,
+    their final runs: full training split, test split, fresh seeds."""
+    names, seeds = [BASE_POINT, point], results.spec["seeds"]
+    title = "Tuned against default (same seeds)"
+    if results.validation is not None:
+        names, seeds = [final_name(name) for name in names], fresh_seeds(seeds)
+        shown = f"seeds {seeds[0]}..{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+        title = f"Tuned against default (test accuracy, fresh {shown})"
     rows = []
-    for name, label in ((BASE_POINT, "base (default)"), (point, f"best: {point}")):
-        records = [r for r in results.runs if r.point == name]
+    for name, label in zip(names, ("base (default)", f"best: {point}"), strict=True):
+        records = [r for r in results.runs if r.point == name and r.seed in seeds]
         rows.append(summary_row(label, results.summarize(records)))
-    return Table("Tuned against default (same seeds)", ["config", *SUMMARY_COLUMNS], rows)
+    return Table(title, ["config", *summary_columns("test")], rows)
 
 
 def write_report(folder: str | Path) -> Path:
@@ -97,12 +118,14 @@ def write_report(folder: str | Path) -> Path:
     results = load_results(folder)
     out = Path(folder) / REPORT_FOLDER
     sections: list[tuple[str, list[Table], list[Path]]] = []
+    names = metric_names(results.split)
     for factor, rows in results.factors.items():
         figures = [
-            plot_factor(factor, rows, out / f"{factor}.png"),
-            plot_curves(factor, rows, out / f"{factor}_curves.png"),
+            plot_factor(factor, rows, out / f"{factor}.png", names),
+            plot_curves(factor, rows, out / f"{factor}_curves.png", names),
         ]
-        sections.append((f"Factor `{factor}`", [factor_table(factor, rows)], figures))
+        table = factor_table(factor, rows, results.split)
+        sections.append((f"Factor `{factor}`", [table], figures))
     sections.append(("Best values", [best_table(results)], []))
     if results.best_point is not None:
         sections.append(("Tuned against default", [tuned_table(results, results.best_point)], []))
@@ -123,11 +146,13 @@ def _positions(factor: str, rows: list[Summary]) -> tuple[list[float], bool]:
     return ([float(v) for v in values] if numeric else list(range(len(values)))), numeric
 
 
-def plot_factor(factor: str, rows: list[Summary], path: Path) -> Path:
-    """One panel per metric: mean ± std against the factor's value."""
-    figure = new_figure(4.0 * len(METRICS), 3.2)
+def plot_factor(
+    factor: str, rows: list[Summary], path: Path, names: dict[str, str] = METRICS
+) -> Path:
+    """One panel per metric (titled from `names`): mean ± std against the factor's value."""
+    figure = new_figure(4.0 * len(names), 3.2)
     x, numeric = _positions(factor, rows)
-    for axes, (key, name) in zip(figure.subplots(1, len(METRICS)), METRICS.items(), strict=True):
+    for axes, (key, name) in zip(figure.subplots(1, len(names)), names.items(), strict=True):
         means = [row.metrics[key].mean for row in rows]
         stds = [row.metrics[key].std for row in rows]
         axes.errorbar(x, means, yerr=stds, marker="o", capsize=4, linewidth=1.2)
@@ -154,8 +179,10 @@ def plot_factor(factor: str, rows: list[Summary], path: Path) -> Path:
     return save_figure(figure, path)
 
 
-def plot_curves(factor: str, rows: list[Summary], path: Path) -> Path:
-    """Mean learning curves per value (training loss, test accuracy) with a ±1 std band."""
+def plot_curves(
+    factor: str, rows: list[Summary], path: Path, names: dict[str, str] = METRICS
+) -> Path:
+    """Mean learning curves per value (training loss, scored accuracy) with a ±1 std band."""
     figure = new_figure(9.0, 3.4)
     for axes, key in zip(figure.subplots(1, 2), ("train_loss", "test_acc"), strict=True):
         for row in rows:
@@ -176,7 +203,7 @@ def plot_curves(factor: str, rows: list[Summary], path: Path) -> Path:
             axes.fill_between(epochs, low, high, color=line.get_color(), alpha=0.15)
         axes.set_xlabel("epoch")
         axes.xaxis.get_major_locator().set_params(integer=True)
-        axes.set_title(METRICS.get(key, key) if key != "train_loss" else "training loss")
+        axes.set_title(names.get(key, key) if key != "train_loss" else "training loss")
         _style(axes)
     handles, labels = figure.axes[0].get_legend_handles_labels()
     if handles:
@@ -232,9 +259,17 @@ def _headline(results: StudyResults) -> str:
     seeds = spec["seeds"]
     shown = ", ".join(f"{counts[s]} {s}" for s in counts if counts[s])
     epochs = spec["base"]["epochs"]
+    if results.validation is None:
+        scored = "scored on the test split"
+    else:
+        scored = (
+            f"scored on a validation holdout ({results.validation:.0%} of each class of the "
+            "training split, seed 0, not trained on); the test split is read only by "
+            "`study best`, on fresh seeds"
+        )
     return (
         f"{spec['base']['model']} on {spec['base']['data']}, mode {spec['mode']}, "
-        f"{len(seeds)} seeds, {epochs} epochs per run (base); runs: {shown}."
+        f"{len(seeds)} seeds, {epochs} epochs per run (base), {scored}; runs: {shown}."
     )
 
 

@@ -4,6 +4,9 @@ For each factor and value, the runs that have that value: in `one-at-a-time` mod
 differ from the base in that factor only (the base's own runs stand for its value), in `grid`
 mode every run with the value (the factor's marginal mean over the other factors). Diverged and
 failed runs are counted, not averaged. Learning curves are the per-epoch means and stds.
+The runs are scored on the test split, or on the validation holdout when the spec has
+`validation` (the metrics keep their `test_` keys; `metric_names` labels them `val`); the final
+runs of `study best` (`final:` points) stand apart from every factor.
 """
 
 from __future__ import annotations
@@ -15,11 +18,16 @@ from pathlib import Path
 from statistics import fmean, stdev
 from typing import Any
 
-from cnnlab.studies.spec import base_values
+from cnnlab.studies.spec import FINAL_PREFIX, base_values
 from cnnlab.studies.store import BEST_POINT_KEY, RunRecord, open_existing
 
 METRICS = {"train_loss": "train loss", "train_acc": "train acc", "test_acc": "test acc"}
 CURVE_METRICS = ("train_loss", "test_acc")
+
+
+def metric_names(split: str) -> dict[str, str]:
+    """`METRICS` with the scored split's name (`test`, or `val` for a validation study)."""
+    return METRICS | {"test_acc": f"{split} acc"}
 
 
 @dataclass
@@ -73,8 +81,19 @@ class StudyResults:
     environment: dict[str, Any] | None
     best_point: str | None = None
 
+    @property
+    def validation(self) -> float | None:
+        """The fraction of the training split the study's runs are scored on (None: test)."""
+        return self.spec.get("validation")
+
+    @property
+    def split(self) -> str:
+        """The name of the split the study's runs are scored on: `val` or `test`."""
+        return "test" if self.validation is None else "val"
+
     def best(self) -> dict[str, Summary]:
-        """Per factor, the value with the highest mean test accuracy (None when no run ended)."""
+        """Per factor, the value with the highest mean accuracy on the scored split (validation
+        with `validation`, else test); none for a factor with no finished run."""
         best = {}
         for factor, rows in self.factors.items():
             scored = [row for row in rows if row.metrics["test_acc"].n > 0]
@@ -106,6 +125,7 @@ def load_results(folder: str | Path) -> StudyResults:
     finally:
         store.close()
     base = base_values(spec)
+    study_runs = [r for r in runs if not r.point.startswith(FINAL_PREFIX)]
     factors = {}
     for factor, values in spec["factors"].items():
         listed = list(values) + ([] if _contains(values, base[factor]) else [base[factor]])
@@ -113,7 +133,7 @@ def load_results(folder: str | Path) -> StudyResults:
             listed.sort()
         rows = []
         for value in listed:
-            members = [r for r in runs if _has(r, factor, value, base, spec["mode"])]
+            members = [r for r in study_runs if _has(r, factor, value, base, spec["mode"])]
             rows.append(summarize(members, epochs, value, _same(value, base[factor])))
         factors[factor] = rows
     environment = next((r.environment for r in runs if r.environment), None)

@@ -35,7 +35,7 @@ from cnnlab.models import create_model_for_input
 from cnnlab.studies.batched import train_point_batched
 from cnnlab.studies.progress import runs_progress
 from cnnlab.studies.shared_data import data_key, open_data, prepare_data
-from cnnlab.studies.spec import Run, StudySpec, spec_differences
+from cnnlab.studies.spec import Run, StudySpec, holdout_for, spec_differences
 from cnnlab.studies.store import LeaseLost, RunRecord, StudyStore
 
 LEASE_SECONDS = 120.0
@@ -83,7 +83,8 @@ def run_study(
         run: spec.config_for(run.point, run.seed, folder / "runs" / run.folder)
         for run in spec.runs()
     }
-    if data is not None and len({data_key(c, spec.train_images) for c in configs.values()}) > 1:
+    keys = {data_key(c, spec.train_images, spec.validation) for c in configs.values()}
+    if data is not None and len(keys) > 1:
         raise OptionError("`data` was given but the factors change the dataset; give none")
     store = StudyStore(folder)
     try:
@@ -98,6 +99,7 @@ def run_study(
             lease_seconds=lease_seconds,
             batched_seeds=batched_seeds,
             train_images=spec.train_images,
+            validation=spec.validation,
             log=log,
         )
     finally:
@@ -115,10 +117,12 @@ def run_configs(
     batched_seeds: bool,
     train_images: int | None,
     log: Log | None,
+    validation: float | None = None,
 ) -> dict[str, int]:
     """Enqueue `configs` (those already present are kept) and work until none is pending.
 
-    `train_images` keeps the first N training images (None: all of them).
+    `train_images` keeps the first N training images (None: all of them); `validation` holds
+    out that fraction of them and scores on it, except in final points (`holdout_for`).
     """
     store.enqueue(
         [
@@ -142,6 +146,7 @@ def run_configs(
         lease_seconds,
         batched_seeds,
         train_images,
+        validation,
         log is not None,
     )
     with runs_progress(store.path.parent, enabled=log is not None):
@@ -158,9 +163,10 @@ def check_against_data(
     """Decode each dataset once; every point's model must take its images (meta device)."""
     shapes = {}
     for run, config in configs.items():
-        key = data_key(config, spec.train_images)
+        holdout = holdout_for(run.point.name, spec.validation)
+        key = data_key(config, spec.train_images, holdout)
         if key not in shapes:
-            splits = open_data(prepare_data(folder, config, spec.train_images, data))
+            splits = open_data(prepare_data(folder, config, spec.train_images, data, holdout))
             shapes[key] = (splits.image_shape, len(splits.classes))
         if run.seed != spec.seeds[0]:
             continue
@@ -244,6 +250,7 @@ def work(
     lease_seconds: float,
     batched_seeds: bool,
     train_images: int | None,
+    validation: float | None,
     verbose: bool,
     *,
     index: int,
@@ -260,7 +267,13 @@ def work(
     worker = f"{socket.gethostname()}:{os.getpid()}:{index}"
     store = StudyStore(folder)
     runner = Worker(
-        Path(folder), store, train_images, worker, lease_seconds, log or (lambda line: None)
+        Path(folder),
+        store,
+        worker,
+        lease_seconds,
+        log or (lambda line: None),
+        train_images=train_images,
+        validation=validation,
     )
     try:
         while True:
@@ -282,26 +295,35 @@ def work(
 
 
 class Worker:
-    """What one worker process keeps between runs: the store, the mapped data, its identity."""
+    """What one worker process keeps between runs: the store, the mapped data, its identity.
+
+    `train_images` and `validation` are the study's (none: all images, scored on the test split).
+    """
 
     def __init__(
         self,
         folder: Path,
         store: StudyStore,
-        train_images: int | None,
         name: str,
         lease: float,
         log: Log,
+        *,
+        train_images: int | None = None,
+        validation: float | None = None,
     ) -> None:
-        self.folder, self.store, self.train_images = folder, store, train_images
+        self.folder, self.store = folder, store
         self.name, self.lease, self.log = name, lease, log
+        self.train_images, self.validation = train_images, validation
         self._data: dict[str, DataSplits] = {}
         self.environment = environment()
 
-    def data_for(self, config: TrainConfig) -> DataSplits:
-        key = data_key(config, self.train_images)
+    def data_for(self, config: TrainConfig, point: str) -> DataSplits:
+        """The mapped data of a run of `point`: with the holdout as its test split, or not."""
+        holdout = holdout_for(point, self.validation)
+        key = data_key(config, self.train_images, holdout)
         if key not in self._data:
-            self._data[key] = open_data(prepare_data(self.folder, config, self.train_images))
+            folder = prepare_data(self.folder, config, self.train_images, holdout=holdout)
+            self._data[key] = open_data(folder)
         return self._data[key]
 
     def train(self, record: RunRecord) -> None:
@@ -314,7 +336,7 @@ class Worker:
         try:
             result = train(
                 config,
-                data=self.data_for(config),
+                data=self.data_for(config, record.point),
                 progress=False,
                 hooks=[hook],
                 resume=resume,

@@ -4,8 +4,10 @@ The first runner decodes the data once (`load_dataset`) and saves the uint8 imag
 files in `<study>/data/<key>/`; every worker then maps them read-only (`np.load(mmap_mode="r")`),
 so N workers share one copy in the page cache instead of each decoding and holding its own.
 `key` is a hash of what decides the data (dataset, image size, channels, split fraction, number
-of training images), so a factor such as `image_size` gets its own copy. Trees without a test
-split are split with seed 0 for every run: seeds vary the training, not the test set.
+of training images, validation holdout), so a factor such as `image_size` gets its own copy.
+Trees without a test split are split with seed 0 for every run: seeds vary the training, not
+the test set. A study with `validation` also gets a copy whose training split is the full
+copy's less a stratified holdout (seed 0 for every run), and whose test split is that holdout.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.data.datasets import load_dataset
+from cnnlab.data.datasets import load_dataset, validation_splits
 from cnnlab.data.memory import DataSplits, TensorDataset
 from cnnlab.data.normalization import channel_mean_std
 from cnnlab.engine.config import TrainConfig
@@ -28,28 +30,42 @@ from cnnlab.fileio import atomic_write, atomic_write_text
 
 DATA_FIELDS = ("data", "image_size", "channels", "val_fraction")
 _ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
+HOLDOUT_SEED = 0  # the same validation images for every run and seed
 
 
-def data_key(config: TrainConfig, train_images: int | None) -> str:
+def data_key(config: TrainConfig, train_images: int | None, holdout: float | None = None) -> str:
     """A short hash of the fields that decide which images a run sees."""
     values = {name: getattr(config, name) for name in DATA_FIELDS} | {"train_images": train_images}
+    if holdout is not None:  # absent otherwise: the keys of studies without it stay the same
+        values["holdout"] = holdout
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def prepare_data(
-    study: Path, config: TrainConfig, train_images: int | None, data: DataSplits | None = None
+    study: Path,
+    config: TrainConfig,
+    train_images: int | None,
+    data: DataSplits | None = None,
+    holdout: float | None = None,
 ) -> Path:
     """The folder holding `config`'s data as `.npy` files, decoding it first if needed.
 
-    `data` is used instead of loading `config.data` (splits already in memory). Concurrent
-    runners take a file lock, so the data is decoded once.
+    `data` is used instead of loading `config.data` (splits already in memory). `holdout`:
+    that stratified fraction of the training split becomes the test split (cut from the full
+    copy, which is prepared first). Concurrent runners take a file lock, so the data is
+    decoded once.
     """
-    folder = study / "data" / data_key(config, train_images)
+    full = None if holdout is None else prepare_data(study, config, train_images, data)
+    folder = study / "data" / data_key(config, train_images, holdout)
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (folder / "meta.json").is_file():
-            _write(folder, _load(config, train_images, data))
+            if full is None:
+                splits = _load(config, train_images, data)
+            else:
+                splits = validation_splits(open_data(full), holdout, HOLDOUT_SEED)
+            _write(folder, splits)
     return folder
 
 

@@ -5,7 +5,9 @@ A spec holds a `base` training config (any `TrainConfig` field, `model_options` 
 model such as `activation`, `pooling`, `kernel_size`, `pool_size`), a `mode`
 (`one-at-a-time`: each factor varied alone around the base, plus the base itself; `grid`: every
 combination), `seeds` (a count or a list) and optionally `train_images` (train on the first N
-images of the training split, like the reference scripts' `--train-count`).
+images of the training split, like the reference scripts' `--train-count`) and `validation` (a
+fraction of each class of the training split held out, seed 0, and scored instead of the test
+split; `cnnlab study best` then reports the test split on fresh seeds, from final points).
 
 Every point's config is built and its model constructed on the meta device before anything
 runs, so a bad value fails at once, in one line naming the factor.
@@ -27,17 +29,23 @@ from cnnlab.errors import CnnlabError, OptionError
 from cnnlab.models.registry import count_parameters, model_info
 
 MODES = ("one-at-a-time", "grid")
-SPEC_KEYS = ("base", "factors", "mode", "seeds", "train_images")
+SPEC_KEYS = ("base", "factors", "mode", "seeds", "train_images", "validation")
 # Config fields that are not factors: the seeds have their own key; the rest say where and how.
 NOT_FACTORS = ("seed", "out", "download", "model_options", "device")
 BASE_POINT = "base"
+FINAL_PREFIX = "final:"  # the points `study best` trains on the full training split, tested
 
 
 @dataclass(frozen=True, eq=False)
 class Point:
-    """One configuration of the study: `changes` from the base (factor -> value)."""
+    """One configuration of the study: `changes` from the base (factor -> value).
+
+    A `final` point is trained by `study best` on the full training split and scored on the
+    test split, apart from the study's own (validation) runs of the same changes.
+    """
 
     changes: tuple[tuple[str, Any], ...]
+    final: bool = False
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Point) and self.name == other.name
@@ -47,10 +55,9 @@ class Point:
 
     @property
     def name(self) -> str:
-        """`base`, or `factor=value[,factor=value...]`."""
-        if not self.changes:
-            return BASE_POINT
-        return ",".join(f"{factor}={_text(value)}" for factor, value in self.changes)
+        """`base`, or `factor=value[,factor=value...]`; prefixed `final:` when final."""
+        name = ",".join(f"{factor}={_text(value)}" for factor, value in self.changes)
+        return final_name(name or BASE_POINT) if self.final else name or BASE_POINT
 
     @property
     def folder(self) -> str:
@@ -72,13 +79,15 @@ class Run:
 
 @dataclass
 class StudySpec:
-    """A validated study: base config, factors, mode, seeds, optional training-set size."""
+    """A validated study: base config, factors, mode, seeds, optional training-set size and
+    validation fraction."""
 
     base: TrainConfig
     factors: dict[str, list[Any]]
     mode: str = "one-at-a-time"
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     train_images: int | None = None
+    validation: float | None = None
 
     def __post_init__(self) -> None:
         self.base = self.base.replace(out=None)
@@ -91,6 +100,14 @@ class StudySpec:
             or self.train_images < 1
         ):
             raise OptionError(f"train_images must be a positive integer, got {self.train_images!r}")
+        if self.validation is not None and (
+            isinstance(self.validation, bool)
+            or not isinstance(self.validation, int | float)
+            or not 0 < self.validation < 1
+        ):
+            raise OptionError(
+                f"validation must be a fraction strictly between 0 and 1, got {self.validation!r}"
+            )
         if not isinstance(self.factors, dict) or not self.factors:
             raise OptionError("the study needs `factors`: a mapping of names to lists of values")
         valid = factor_names(self.base)
@@ -155,14 +172,18 @@ class StudySpec:
     # ----------------------------------------------------------------------------- identity
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values: what the store keeps and what the spec hash covers."""
-        return {
+        """Plain values: what the store keeps and what the spec hash covers.
+
+        `validation` appears only when set, so a study without it keeps its hash.
+        """
+        values = {
             "base": {k: v for k, v in self.base.to_dict().items() if k != "out"},
             "factors": {k: list(v) for k, v in self.factors.items()},
             "mode": self.mode,
             "seeds": list(self.seeds),
             "train_images": self.train_images,
         }
+        return values | ({} if self.validation is None else {"validation": self.validation})
 
     def hash(self) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -190,6 +211,7 @@ class StudySpec:
             mode=values.get("mode", "one-at-a-time"),
             seeds=values.get("seeds", 1),
             train_images=values.get("train_images"),
+            validation=values.get("validation"),
         )
 
     @classmethod
@@ -200,15 +222,15 @@ class StudySpec:
 def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], bool]:
     """What changed between two `StudySpec.to_dict()`s, and whether it only adds runs."""
     changes, additive = [], True
-    for key in ("base", "mode", "train_images"):
+    for key in ("base", "mode", "train_images", "validation"):
         if key == "base":
             for field in sorted(set(old["base"]) | set(new["base"])):
                 before, after = old["base"].get(field), new["base"].get(field)
                 if before != after:
                     changes.append(f"base.{field} {before!r} -> {after!r}")
                     additive = False
-        elif old[key] != new[key]:
-            changes.append(f"{key} {old[key]!r} -> {new[key]!r}")
+        elif old.get(key) != new.get(key):
+            changes.append(f"{key} {old.get(key)!r} -> {new.get(key)!r}")
             additive = False
     for name in sorted(set(old["factors"]) | set(new["factors"])):
         before, after = old["factors"].get(name, []), new["factors"].get(name, [])
@@ -223,6 +245,22 @@ def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str
         changes.append(f"seeds {old['seeds']} -> {new['seeds']}")
         additive = additive and set(old["seeds"]) <= set(new["seeds"])
     return changes, additive
+
+
+def final_name(point: str) -> str:
+    """The name of `point`'s final runs (`final:lr=0.05`)."""
+    return FINAL_PREFIX + point
+
+
+def holdout_for(point: str, validation: float | None) -> float | None:
+    """The fraction of the training split a run of `point` holds out: none for final points."""
+    return None if point.startswith(FINAL_PREFIX) else validation
+
+
+def fresh_seeds(seeds: list[int]) -> list[int]:
+    """As many seeds as `seeds`, each past the largest (`[0, 1]` -> `[2, 3]`)."""
+    start = max(seeds) + 1
+    return list(range(start, start + len(seeds)))
 
 
 def base_values(spec: dict[str, Any]) -> dict[str, Any]:

@@ -57,6 +57,10 @@ def test_grid_crosses_every_value() -> None:
         ({"factors": {}}, "the study needs `factors`"),
         ({"base": {"epochs": "many"}}, "base: epochs must be an integer"),
         ({"trials": 3}, "unknown study key 'trials'"),
+        ({"validation": 1.5}, "validation must be a fraction strictly between 0 and 1, got 1.5"),
+        ({"validation": 0}, "validation must be a fraction strictly between 0 and 1, got 0"),
+        ({"validation": "20%"}, "validation must be a fraction strictly between 0 and 1"),
+        ({"validation": True}, "validation must be a fraction strictly between 0 and 1"),
     ],
 )
 def test_bad_input_is_one_clear_line(changes: dict, message: str) -> None:
@@ -80,6 +84,14 @@ def test_differences_say_what_changed_and_whether_it_only_adds() -> None:
     base["base"]["epochs"] = 3
     changes, additive = spec_differences(old, StudySpec.from_dict(base).to_dict())
     assert not additive and changes == ["base.epochs 2 -> 3"]
+
+
+def test_validation_is_a_change_of_spec_not_an_addition() -> None:
+    without, with_it = _spec().to_dict(), _spec(validation=0.2).to_dict()
+    assert "validation" not in without  # the hash of a study without it stays as it was
+    for old, new, change in ((without, with_it, "None -> 0.2"), (with_it, without, "0.2 -> None")):
+        changes, additive = spec_differences(old, new)
+        assert not additive and changes == [f"validation {change}"]
 
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*_study.yaml")), ids=lambda path: path.name)

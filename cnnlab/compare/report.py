@@ -134,7 +134,11 @@ def _csv_text(rows: list[dict]) -> str:
 
 
 def plot_accuracy(rows: list[dict], key: str, label: str, path: Path) -> Path:
-    """Top-1 accuracy (%) against `key` (log scale), each point named, error bars over seeds."""
+    """Top-1 accuracy (%) against `key`, each point named, error bars over seeds.
+
+    The axis is logarithmic when the values span a factor of 10 or more (MACs from LeNet to VGG),
+    linear otherwise (a log axis within one decade shows only crowded minor-tick labels).
+    """
     figure = new_figure(6.0, 4.2)
     axes = figure.add_subplot()
     finished = [row for row in rows if row["top1_error"] is not None]  # a run of it finished
@@ -143,12 +147,17 @@ def plot_accuracy(rows: list[dict], key: str, label: str, path: Path) -> Path:
         std = 100 * (row["top1_error_std"] or 0.0)
         axes.errorbar([x], [y], yerr=[std], fmt="o", capsize=3, color="tab:blue")
         axes.annotate(row["model"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    if all(row[key] > 0 for row in finished):
+    if spans_decades([row[key] for row in finished]):
         axes.set_xscale("log")
     axes.set_xlabel(label)
     axes.set_ylabel("top-1 test accuracy (%)")
     axes.grid(True, alpha=0.3, linewidth=0.6)
     return save_figure(figure, path)
+
+
+def spans_decades(values: list[float]) -> bool:
+    """Whether positive `values` span a factor of 10 or more (so a log axis reads well)."""
+    return bool(values) and min(values) > 0 and max(values) >= 10 * min(values)
 
 
 def write_report(rows: list[dict], out: str | Path, *, title: str) -> dict[str, Path]:

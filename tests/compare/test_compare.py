@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from cnnlab.cli import app
 from cnnlab.compare import CompareSpec, run_compare, summarize_results, write_report
 from cnnlab.compare.recipes import model_options_for, recipe
-from cnnlab.compare.report import markdown_table
+from cnnlab.compare.report import markdown_table, spans_decades
 from cnnlab.engine.config import TrainConfig
 from cnnlab.errors import OptionError, StudyError, UnknownNameError
 from cnnlab.models import register_model
@@ -237,3 +237,11 @@ def test_cli_refuses_epochs_with_a_budget_in_one_line() -> None:
     assert (
         result.exit_code == 2 and "not both" in result.output and "Traceback" not in result.output
     )
+
+
+@pytest.mark.parametrize(
+    ("values", "log"),
+    [([169.0, 175.0], False), ([651e3, 40.5e6, 555e6], True), ([0.0, 100.0], False), ([], False)],
+)
+def test_the_axis_is_logarithmic_only_across_decades(values: list[float], log: bool) -> None:
+    assert spans_decades(values) is log

@@ -42,7 +42,7 @@ from cnnlab.engine.trainer import CHECKS_PER_EPOCH, Trainer
 from cnnlab.studies.store import LeaseLost, RunRecord
 
 if TYPE_CHECKING:
-    from cnnlab.studies.runner import Worker
+    from cnnlab.studies.worker import Worker
 
 
 def train_point_batched(worker: Worker, records: list[RunRecord]) -> None:

@@ -17,9 +17,9 @@ from cnnlab.cli import app
 from cnnlab.data.normalization import channel_mean_std
 from cnnlab.errors import OptionError, StudyError
 from cnnlab.studies import StudySpec, run_study
-from cnnlab.studies.runner import final_metrics
 from cnnlab.studies.shared_data import open_data, prepare_data
 from cnnlab.studies.store import StudyStore
+from cnnlab.studies.worker import final_metrics
 
 
 def _run(spec: dict, out: Path, **options):

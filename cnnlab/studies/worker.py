@@ -1,0 +1,217 @@
+"""A study worker: claims runs from the store and trains them, one at a time or a point at once.
+
+`work` is what each worker process runs (in the study's process when there is one worker): it
+claims a pending run in the store, trains it with `cnnlab.train` on the study's memory-mapped
+data, and records how it ended. A `StoreHook` records every epoch into the store and renews the
+run's lease; a run that fails is recorded with its error and the worker goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy
+import torch
+
+import cnnlab
+from cnnlab.data.memory import DataSplits
+from cnnlab.engine.config import TrainConfig
+from cnnlab.engine.hooks import TrainHook
+from cnnlab.engine.trainer import train
+from cnnlab.studies.batched import train_point_batched
+from cnnlab.studies.shared_data import data_key, open_data, prepare_data
+from cnnlab.studies.spec import holdout_for
+from cnnlab.studies.store import LeaseLost, RunRecord, StudyStore
+
+FINAL_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
+Log = Callable[[str], None]
+
+
+def work(
+    folder: str,
+    threads: int,
+    lease_seconds: float,
+    batched_seeds: bool,
+    train_images: int | None,
+    validation: float | None,
+    verbose: bool,
+    *,
+    index: int,
+    log: Log | None = None,
+    lines: multiprocessing.Queue | None = None,
+) -> None:
+    """Claim and train runs until none is pending or held by a live runner.
+
+    A worker process sends its lines to the parent through `lines` (when `verbose`).
+    """
+    torch.set_num_threads(threads)
+    if log is None and verbose:
+        log = print if lines is None else lines.put
+    worker = f"{socket.gethostname()}:{os.getpid()}:{index}"
+    store = StudyStore(folder)
+    runner = Worker(
+        Path(folder),
+        store,
+        worker,
+        lease_seconds,
+        log or (lambda line: None),
+        train_images=train_images,
+        validation=validation,
+    )
+    try:
+        while True:
+            if batched_seeds:
+                claimed = store.claim_point(worker, lease_seconds)
+                if claimed:
+                    train_point_batched(runner, claimed)
+                    continue
+            else:
+                record = store.claim(worker, lease_seconds)
+                if record is not None:
+                    runner.train(record)
+                    continue
+            if store.counts()["running"] == 0:
+                break
+            time.sleep(min(1.0, lease_seconds / 4))  # another runner's run may still fall back
+    finally:
+        store.close()
+
+
+class Worker:
+    """What one worker process keeps between runs: the store, the mapped data, its identity.
+
+    `train_images` and `validation` are the study's (none: all images, scored on the test split).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        store: StudyStore,
+        name: str,
+        lease: float,
+        log: Log,
+        *,
+        train_images: int | None = None,
+        validation: float | None = None,
+    ) -> None:
+        self.folder, self.store = folder, store
+        self.name, self.lease, self.log = name, lease, log
+        self.train_images, self.validation = train_images, validation
+        self._data: dict[str, DataSplits] = {}
+        self.environment = environment()
+
+    def data_for(self, config: TrainConfig, point: str) -> DataSplits:
+        """The mapped data of a run of `point`: with the holdout as its test split, or not."""
+        holdout = holdout_for(point, self.validation)
+        key = data_key(config, self.train_images, holdout)
+        if key not in self._data:
+            folder = prepare_data(self.folder, config, self.train_images, holdout=holdout)
+            self._data[key] = open_data(folder)
+        return self._data[key]
+
+    def train(self, record: RunRecord) -> None:
+        """Train one claimed run and record how it ended."""
+        started = time.perf_counter()
+        config = TrainConfig.from_dict(record.config)
+        resume = config.run_dir if (config.run_dir / "last.pt").is_file() else None
+        hook = StoreHook(self.store, record.id, self.name, self.lease)
+        history, error = [], None
+        try:
+            result = train(
+                config,
+                data=self.data_for(config, record.point),
+                progress=False,
+                hooks=[hook],
+                resume=resume,
+                force=resume is None,  # a folder left by a run killed before its first epoch
+                curves=False,
+            )
+            history = result.history
+            status = "diverged" if result.status == "diverged" else "done"
+        except LeaseLost:
+            self.log(f"{record.point} seed {record.seed}: taken over by another runner")
+            return
+        except KeyboardInterrupt:
+            self.store.release(record.id, self.name)  # the next `study run` resumes it at once
+            raise
+        except Exception as failure:  # noqa: BLE001 - a failing run is recorded, the study goes on
+            status, error = "failed", f"{type(failure).__name__}: {failure}"
+        self.finish(record, status, history, time.perf_counter() - started, error)
+
+    def finish(
+        self, record: RunRecord, status: str, history: list[dict], seconds: float, error: str | None
+    ) -> None:
+        """Record a finished run (its epochs again, in case the last one was not yet stored)."""
+        final = final_metrics(history)
+        try:
+            self.store.finish(
+                record.id,
+                self.name,
+                status,
+                wall_seconds=seconds,
+                final=final,
+                error=error,
+                environment=self.environment,
+                history=history,
+            )
+        except LeaseLost:
+            self.log(f"{record.point} seed {record.seed}: taken over by another runner")
+            return
+        shown = error or " ".join(
+            f"{k} {v:.4f}" for k, v in (final or {}).items() if k in FINAL_KEYS
+        )
+        self.log(f"{record.point} seed {record.seed}: {status} in {seconds:.1f} s  {shown}")
+
+
+class StoreHook(TrainHook):
+    """Records each epoch's row into the store and keeps the run's lease alive."""
+
+    def __init__(self, store: StudyStore, run_id: int, worker: str, lease: float) -> None:
+        self.store, self.run_id, self.worker, self.lease = store, run_id, worker, lease
+        self.renewed = time.monotonic()
+
+    def after_step(self, trainer, loss, logits) -> None:
+        if time.monotonic() - self.renewed > self.lease / 4:
+            self.store.renew(self.run_id, self.worker, self.lease)
+            self.renewed = time.monotonic()
+
+    def after_epoch(self, trainer, row: dict) -> None:
+        self.store.add_epoch(self.run_id, self.worker, row, self.lease)
+        self.renewed = time.monotonic()
+
+
+def final_metrics(history: list[dict]) -> dict | None:
+    """The last epoch's losses and accuracies (NaN where a diverged epoch has none).
+
+    `test_top5` is kept too where the epoch has it (more than 5 classes).
+    """
+    if not history:
+        return None
+    last = history[-1]
+    final = {key: float(last.get(key, math.nan)) for key in FINAL_KEYS}
+    if last.get("test_top5") is not None:
+        final["test_top5"] = float(last["test_top5"])
+    return final | {"epochs": last["epoch"]}
+
+
+def environment() -> dict:
+    """Package versions and hardware, stored beside every run."""
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cnnlab": cnnlab.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cuda": cuda,
+    }

@@ -3,8 +3,8 @@
 SQLite through the standard library, in WAL mode with a busy timeout, so several runner
 processes share it. One row per (point, seed), enqueued idempotently. A runner claims a pending
 run inside one write transaction and holds a lease on it, renewed while it trains; a run whose
-lease ran out (its runner died) goes back to `pending` at the next claim (to `failed` after
-`MAX_ATTEMPTS` tries). Statuses: `pending`,
+lease ran out, or whose runner process on this host is gone, goes back to `pending` at the next
+claim (to `failed` after `MAX_ATTEMPTS` tries). Statuses: `pending`,
 `running`, `done`, `diverged`, `failed` (with its error). Every epoch's metrics row, the final
 metrics, the wall time, the resolved config, package versions and hardware are kept, so the
 report needs nothing but this file.
@@ -13,6 +13,8 @@ report needs nothing but this file.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -27,9 +29,9 @@ STORE_NAME = "study.db"
 STATUSES = ("pending", "running", "done", "diverged", "failed")
 FINISHED = ("done", "diverged", "failed")
 BUSY_TIMEOUT_S = 30.0
-BEST_POINT_KEY = "best_point"
+BEST_POINT_KEY = "best_point"  # meta: the combination `cnnlab study best` trained
 MAX_ATTEMPTS = 3  # a run whose runner died this often is failed, not retried forever
-_GAVE_UP = f"its runner died {MAX_ATTEMPTS} times while training it (killed, or out of memory?)"  # meta: the combination `cnnlab study best` trained
+_GAVE_UP = f"its runner died {MAX_ATTEMPTS} times while training it (killed, or out of memory?)"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -180,6 +182,7 @@ class StudyStore:
     def _claim(self, worker: str, lease_seconds: float, *, whole_point: bool) -> list[RunRecord]:
         now = time.time()
         with self.transaction() as db:
+            _expire_leases_of_dead_workers(db)
             db.execute(
                 "UPDATE runs SET status = 'failed', worker = NULL, lease_until = NULL, error = ? "
                 "WHERE status = 'running' AND lease_until < ? AND attempts >= ?",
@@ -334,6 +337,34 @@ class StudyStore:
             return None
         counts = self.counts()
         return (counts["pending"] + counts["running"]) * mean / max(1, self.live_workers())
+
+
+def worker_name(index: int) -> str:
+    """The name a worker process holds its leases under: host, process id and worker index."""
+    return f"{socket.gethostname()}:{os.getpid()}:{index}"
+
+
+def _expire_leases_of_dead_workers(db: sqlite3.Connection) -> None:
+    """End at once the leases of workers on this host whose process is gone (killed runs resume
+    without waiting for the lease to run out); other hosts' leases expire by time alone."""
+    host = socket.gethostname()
+    for (worker,) in db.execute("SELECT DISTINCT worker FROM runs WHERE status = 'running'"):
+        worker_host, _, rest = str(worker).partition(":")
+        pid = rest.partition(":")[0]
+        if worker_host == host and pid.isdigit() and not _process_alive(int(pid)):
+            db.execute(
+                "UPDATE runs SET lease_until = 0 WHERE status = 'running' AND worker = ?", (worker,)
+            )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _extend_lease(db: sqlite3.Connection, run_id: int, worker: str, lease_seconds: float) -> None:

@@ -12,7 +12,6 @@ import math
 import multiprocessing
 import os
 import platform
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from cnnlab.engine.trainer import train
 from cnnlab.studies.batched import train_point_batched
 from cnnlab.studies.shared_data import data_key, open_data, prepare_data
 from cnnlab.studies.spec import holdout_for
-from cnnlab.studies.store import LeaseLost, RunRecord, StudyStore
+from cnnlab.studies.store import LeaseLost, RunRecord, StudyStore, worker_name
 
 FINAL_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
 Log = Callable[[str], None]
@@ -54,7 +53,7 @@ def work(
     torch.set_num_threads(threads)
     if log is None and verbose:
         log = print if lines is None else lines.put
-    worker = f"{socket.gethostname()}:{os.getpid()}:{index}"
+    worker = worker_name(index)
     store = StudyStore(folder)
     runner = Worker(
         Path(folder),

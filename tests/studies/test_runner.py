@@ -98,7 +98,7 @@ def test_a_folder_from_another_spec_is_refused_unless_extend_only_adds(tmp_path:
 def test_a_study_killed_mid_run_resumes_repeating_at_most_the_run_in_flight(tmp_path: Path) -> None:
     spec = tiny_spec(factors={"lr": [0.05, 0.2]}, seeds=2)
     spec["base"]["epochs"] = 4
-    runner = start_runner(spec, tmp_path)
+    runner = start_runner(spec, tmp_path, lease=600.0)  # the dead runner's lease is not waited out
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and runner.poll() is None:
         time.sleep(0.1)
@@ -111,7 +111,9 @@ def test_a_study_killed_mid_run_resumes_repeating_at_most_the_run_in_flight(tmp_
     runner.send_signal(signal.SIGKILL)
     runner.wait()
     assert _column(tmp_path, "SELECT status FROM runs").count("running") == 1
-    outcome = _run(spec, tmp_path, lease_seconds=2.0)
+    started = time.monotonic()
+    outcome = _run(spec, tmp_path, lease_seconds=600.0)
+    assert time.monotonic() - started < 300
     assert outcome.counts["done"] == 6
     attempts = _column(tmp_path, "SELECT attempts FROM runs")
     assert sum(attempts) == 7 and max(attempts) == 2

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from cnnlab.errors import StudyError
-from cnnlab.studies.store import MAX_ATTEMPTS, LeaseLost, StudyStore, open_existing
+from cnnlab.studies.store import (
+    MAX_ATTEMPTS,
+    LeaseLost,
+    StudyStore,
+    open_existing,
+    worker_name,
+)
 
 
 def _runs(count: int) -> list[dict]:
@@ -60,6 +70,26 @@ def test_an_expired_lease_goes_back_to_pending_and_the_old_holder_loses_it(tmp_p
     assert record.status == "done" and record.final == {"test_acc": 0.5}
     assert [row["epoch"] for row in store.epochs(second.id)] == [1, 2]
     assert store.seconds_left() == 0
+
+
+def test_a_dead_local_workers_lease_ends_at_once_a_live_or_remote_one_does_not(
+    tmp_path: Path,
+) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
+    )
+    dead_pid = int(gone.stdout)
+    host = socket.gethostname()
+    store = StudyStore(tmp_path)
+    store.enqueue(_runs(3))
+    live = store.claim(worker_name(0), 600)
+    remote = store.claim(f"another-host-{host}:{dead_pid}:0", 600)
+    dead = store.claim(f"{host}:{dead_pid}:0", 600)
+    assert worker_name(0) == f"{host}:{os.getpid()}:0"
+    taken = store.claim("next", 600)
+    assert taken.id == dead.id and taken.attempts == 2
+    assert store.claim("next", 600) is None  # the live and the remote lease still hold
+    assert {store.run(live.id).status, store.run(remote.id).status} == {"running"}
 
 
 def test_a_run_whose_runner_keeps_dying_fails_instead_of_looping(tmp_path: Path) -> None:

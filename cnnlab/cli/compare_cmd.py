@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from cnnlab.cli import app, console
-from cnnlab.compare import CompareSpec, run_compare, summarize_results, write_report
+from cnnlab.compare import CompareSpec, report_title, run_compare, summarize_results, write_report
 from cnnlab.compare.report import markdown_table
 
 
@@ -51,7 +51,6 @@ def compare_command(
     if not rows:
         console.print("no model could be trained on this data")
         return
-    budget = f"{spec.time_budget} budget" if spec.time_budget else f"{spec.epochs} epochs"
-    paths = write_report(rows, out, title=f"{len(rows)} models on {data} ({budget} each)")
+    paths = write_report(rows, out, title=report_title(len(rows), spec.base_config().to_dict()))
     console.print(markdown_table(rows), highlight=False, soft_wrap=True)
     console.print(f"report: {paths['html']}", highlight=False, soft_wrap=True)

@@ -8,6 +8,14 @@ import typer
 from rich.table import Table
 
 from cnnlab.cli import app, console, print_table
+from cnnlab.compare import (
+    is_comparison,
+    report_title,
+    stored_records,
+    summarize_results,
+)
+from cnnlab.compare import write_report as write_comparison_report
+from cnnlab.compare.report import markdown_table
 from cnnlab.studies.best import run_best
 from cnnlab.studies.progress import clock
 from cnnlab.studies.report import REPORT_FOLDER, best_table, factor_table, write_report
@@ -48,7 +56,12 @@ def status_command(folder: Path = typer.Argument(..., help="Study folder.")) -> 
 
 @study_app.command("report")
 def report_command(folder: Path = typer.Argument(..., help="Study folder.")) -> None:
-    """Tables, figures and the best values, as Markdown + PNGs and one offline HTML page."""
+    """Tables, figures and the best values, as Markdown + PNGs and one offline HTML page.
+
+    A `cnnlab compare` folder gets its comparison report, rebuilt from its store."""
+    if is_comparison(folder):
+        _report_comparison(folder)
+        return
     page = write_report(folder)
     results = load_results(folder)
     for factor, rows in results.factors.items():
@@ -69,6 +82,17 @@ def best_command(
     console.print(f"report updated: {folder / REPORT_FOLDER / 'report.html'}")
 
 
+def _report_comparison(folder: Path) -> None:
+    records, settings = stored_records(folder)
+    rows = summarize_results(records)
+    if not rows:
+        console.print(f"{folder}: no run has finished yet")
+        return
+    paths = write_comparison_report(rows, folder, title=report_title(len(rows), settings["base"]))
+    console.print(markdown_table(rows), highlight=False, soft_wrap=True)
+    console.print(f"report: {paths['html']}", highlight=False, soft_wrap=True)
+
+
 def _print_rich(table: ReportTable) -> None:
     shown = Table(title=table.title, title_justify="left")
     for index, column in enumerate(table.columns):
@@ -79,7 +103,7 @@ def _print_rich(table: ReportTable) -> None:
 
 
 def _print_counts(folder: Path) -> None:
-    store = open_existing(folder)
+    store = open_existing(folder, comparison=True)
     try:
         counts, left = store.counts(), store.seconds_left()
         failed = store.runs(where="status = 'failed'")

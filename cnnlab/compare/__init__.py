@@ -5,7 +5,15 @@ model and seed as the runs of a study store (resuming like a study), `report` wr
 and the plots.
 """
 
-from cnnlab.compare.report import summarize_results, write_report
-from cnnlab.compare.runner import CompareSpec, run_compare
+from cnnlab.compare.report import report_title, summarize_results, write_report
+from cnnlab.compare.runner import CompareSpec, is_comparison, run_compare, stored_records
 
-__all__ = ["CompareSpec", "run_compare", "summarize_results", "write_report"]
+__all__ = [
+    "CompareSpec",
+    "is_comparison",
+    "report_title",
+    "run_compare",
+    "stored_records",
+    "summarize_results",
+    "write_report",
+]

@@ -160,6 +160,14 @@ def spans_decades(values: list[float]) -> bool:
     return bool(values) and min(values) > 0 and max(values) >= 10 * min(values)
 
 
+def report_title(models: int, base: dict) -> str:
+    """`3 models on folder:photos (10m budget each)` from the runs' shared config `base`."""
+    budget = (
+        f"{base['time_budget']} budget" if base.get("time_budget") else f"{base['epochs']} epochs"
+    )
+    return f"{models} models on {base['data']} ({budget} each)"
+
+
 def write_report(rows: list[dict], out: str | Path, *, title: str) -> dict[str, Path]:
     """`results.md`, `results.csv`, the two PNG plots and `report.html` in `out`."""
     out = Path(out)

@@ -30,11 +30,18 @@ from cnnlab.models import model_info
 from cnnlab.studies.runner import LEASE_SECONDS, run_configs
 from cnnlab.studies.shared_data import open_data, prepare_data
 from cnnlab.studies.spec import Point, Run
-from cnnlab.studies.store import FINISHED, RunRecord, StudyStore
+from cnnlab.studies.store import (
+    COMPARISON_KEY,
+    FINISHED,
+    STORE_NAME,
+    RunRecord,
+    StudyStore,
+    open_existing,
+)
 from cnnlab.summary import ModelSummary, summarize
 
 DEFAULT_EPOCHS = 10
-META_KEY = "compare"  # the settings every run shares, and the data's image shape and classes
+META_KEY = COMPARISON_KEY  # the settings every run shares, and the data's image shape and classes
 
 
 @dataclass
@@ -157,6 +164,30 @@ def compare_records(store: StudyStore, runs: list[Run]) -> list[dict]:
         if record is not None and record.status in FINISHED:
             records.append(_record(store, record, settings))
     return records
+
+
+def is_comparison(folder: str | Path) -> bool:
+    """Whether `folder` holds a comparison's store."""
+    if not (Path(folder) / STORE_NAME).is_file():
+        return False
+    store = StudyStore(folder)
+    try:
+        return store.get_meta(META_KEY) is not None
+    finally:
+        store.close()
+
+
+def stored_records(folder: str | Path) -> tuple[list[dict], dict]:
+    """Every finished run of comparison `folder` as a report record, and the shared settings."""
+    store = open_existing(folder, comparison=True)
+    try:
+        settings = store.get_meta(META_KEY)
+        records = [
+            _record(store, record, settings) for record in store.runs() if record.status in FINISHED
+        ]
+    finally:
+        store.close()
+    return records, settings
 
 
 def _record(store: StudyStore, record: RunRecord, settings: dict) -> dict:

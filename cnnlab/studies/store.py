@@ -30,6 +30,7 @@ STATUSES = ("pending", "running", "done", "diverged", "failed")
 FINISHED = ("done", "diverged", "failed")
 BUSY_TIMEOUT_S = 30.0
 BEST_POINT_KEY = "best_point"  # meta: the combination `cnnlab study best` trained
+COMPARISON_KEY = "compare"  # meta: the settings every run of a `cnnlab compare` folder shares
 MAX_ATTEMPTS = 3  # a run whose runner died this often is failed, not retried forever
 _GAVE_UP = f"its runner died {MAX_ATTEMPTS} times while training it (killed, or out of memory?)"
 
@@ -376,15 +377,24 @@ def _extend_lease(db: sqlite3.Connection, run_id: int, worker: str, lease_second
         raise LeaseLost(run_id)
 
 
-def open_existing(folder: str | Path) -> StudyStore:
-    """The store of an existing study folder; a `StudyError` when there is none."""
+def open_existing(folder: str | Path, *, comparison: bool = False) -> StudyStore:
+    """The store of an existing study folder (or, with `comparison`, of a comparison folder);
+    a `StudyError` when there is none."""
     path = Path(folder) / STORE_NAME
     if not path.is_file():
         raise StudyError(
             f"{folder} is not a study folder (no {STORE_NAME}); run `cnnlab study run` first"
         )
     store = StudyStore(folder)
-    if store.get_meta("spec") is None:
+    if store.get_meta("spec") is not None:
+        return store
+    if store.get_meta(COMPARISON_KEY) is not None:
+        if comparison:
+            return store
         store.close()
-        raise StudyError(f"study store {path} holds no study; start it with `cnnlab study run`")
-    return store
+        raise StudyError(
+            f"{folder} holds a comparison (`cnnlab compare`), not a study: "
+            "`cnnlab study status` and `cnnlab study report` read it, nothing else does"
+        )
+    store.close()
+    raise StudyError(f"study store {path} holds no study; start it with `cnnlab study run`")

@@ -189,6 +189,25 @@ def test_diverged_and_failed_runs_are_recorded_and_the_others_go_on(folder: Path
     assert "this network cannot train" in paths["html"].read_text()
 
 
+def test_study_status_and_report_read_a_comparison_folder(folder: Path, tmp_path: Path) -> None:
+    models = ["compare_failing_net", "lenet5_modern"]
+    _compare(_spec(folder, tmp_path, models))
+    status = runner.invoke(app, ["study", "status", str(tmp_path)], terminal_width=200)
+    assert status.exit_code == 0, status.output
+    assert "failed model=compare_failing_net seed 0: RuntimeError" in status.output
+    (counts,) = [line for line in status.output.splitlines() if line.count("│") == 7]
+    cells = [cell.strip() for cell in counts.split("│")[1:6]]
+    assert cells == ["0", "0", "1", "0", "1"]  # pending, running, done, diverged, failed
+    report = runner.invoke(app, ["study", "report", str(tmp_path)], terminal_width=200)
+    assert report.exit_code == 0, report.output
+    table = (tmp_path / "results.md").read_text()
+    assert table.startswith("# 2 models on folder:") and "(1 epochs each)" in table
+    assert "| lenet5_modern |" in table and "RuntimeError: this network cannot train" in table
+    assert (tmp_path / "report.html").is_file()
+    best = runner.invoke(app, ["study", "best", str(tmp_path)])
+    assert best.exit_code == 2 and "holds a comparison" in best.output
+
+
 def test_a_model_that_cannot_take_the_images_is_skipped_with_the_reason(
     folder: Path, tmp_path: Path
 ) -> None:

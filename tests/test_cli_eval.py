@@ -134,6 +134,21 @@ def test_eval_json_goes_beside_the_checkpoint_by_default(
     assert (run_folder / "confusion.png").is_file()
 
 
+def test_eval_flip_scores_mirror_images_too(
+    runner: CliRunner, checkpoint: Path, image_tree: Path
+) -> None:
+    """The brightness net cannot tell an image from its mirror: flips change no score."""
+    reports = []
+    for flag in ("--no-flip", "--flip"):
+        args = ["eval", str(checkpoint), "--data", f"folder:{image_tree}", "--json", flag]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        reports.append(json.loads(result.stdout))
+    assert [report["test_time_flip"] for report in reports] == [False, True]
+    assert reports[1]["loss"] == pytest.approx(reports[0]["loss"], rel=1e-6)
+    assert reports[1]["confusion"] == reports[0]["confusion"] == [[2, 1], [0, 3]]
+
+
 def test_eval_refuses_data_with_other_classes(
     runner: CliRunner, checkpoint: Path, image_tree: Path
 ) -> None:

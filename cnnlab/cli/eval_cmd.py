@@ -57,6 +57,11 @@ def eval_command(
         help="Folder for confusion.png and eval.json (default: the checkpoint's).",
     ),
     amp: bool = typer.Option(False, "--amp", help="Run the forward passes in mixed precision."),
+    flip: bool | None = typer.Option(
+        None,
+        "--flip/--no-flip",
+        help="Test-time flips: mean logits of each image and its mirror (default: as trained).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
 ) -> None:
     """Top-1/top-k accuracy, per-class accuracy and the confusion matrix on a split."""
@@ -91,7 +96,9 @@ def eval_command(
         std=tuple(state["std"]),
         device=torch_device,
     )
-    result = evaluate(model, loader, state["classes"], amp=amp)
+    if flip is None:
+        flip = bool(trained_on.get("test_time_flip", False))
+    result = evaluate(model, loader, state["classes"], amp=amp, flip=flip)
 
     out_dir = out if out is not None else checkpoint_file.parent
     report = {
@@ -102,6 +109,7 @@ def eval_command(
         "split": split,
         "device": str(torch_device),
         "amp": amp,
+        "test_time_flip": flip,
         "versions": {"cnnlab": version("cnnlab"), "torch": torch.__version__},
         **result.to_dict(),
     }

@@ -119,6 +119,9 @@ class TrainConfig:
         False, help="Mixed precision: bf16 autocast (fp16 with loss scaling on GPUs without bf16)."
     )
     channels_last: bool = option(False, help="Channels-last memory format.")
+    test_time_flip: bool = option(
+        False, help="Score the test split on each image and its mirror image (mean of the logits)."
+    )
     compile: bool = option(False, help="torch.compile the model (the first steps compile it).")
     image_size: int | None = option(None, help="Resize the images once, at load time.")
     channels: int | None = option(None, help="Convert the images to 1 (grayscale) or 3 (RGB).")

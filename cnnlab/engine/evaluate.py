@@ -75,13 +75,19 @@ class EvalResult:
 
 
 def evaluate(
-    model: nn.Module, loader: BatchLoader, classes: list[str], *, amp: bool = False
+    model: nn.Module,
+    loader: BatchLoader,
+    classes: list[str],
+    *,
+    amp: bool = False,
+    flip: bool = False,
 ) -> EvalResult:
     """Mean cross-entropy, top-1/top-5 accuracy and the confusion matrix of `model` on `loader`.
 
     Runs in eval mode without gradients (the model's mode is restored afterwards); the sums
     stay on the device until the last batch is done, so the loop never waits for the host.
-    With `amp`, forward passes run under autocast. Top-5 means top-min(5, number of classes).
+    With `amp`, forward passes run under autocast; with `flip` (test-time flips), the logits are
+    the mean of those of each image and of its mirror image. Top-5 means top-min(5, classes).
     """
     device = loader.device
     k = reported_k(len(classes))
@@ -93,6 +99,8 @@ def evaluate(
     with inference_mode(model), torch.autocast(device.type, enabled=amp):
         for images, labels in loader:
             logits = model(images).float()
+            if flip:
+                logits = (logits + model(images.flip(-1)).float()) / 2
             if logits.shape[-1] != len(classes):
                 raise DataError(
                     f"the model predicts {logits.shape[-1]} classes but the data has "

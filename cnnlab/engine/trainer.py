@@ -347,7 +347,13 @@ class Trainer:
     def evaluate(self) -> dict:
         """Loss, top-1 and top-5 accuracy on the test split (over every process's shard)."""
         self.context.sync_buffers(self.model)
-        result = evaluate(self.model, self.test_loader, self.data.classes, amp=self.config.amp)
+        result = evaluate(
+            self.model,
+            self.test_loader,
+            self.data.classes,
+            amp=self.config.amp,
+            flip=self.config.test_time_flip,
+        )
         count = result.count
         loss, top1, top5, count = self.context.sum(
             [result.loss * count, result.top1 * count, result.top5 * count, count]

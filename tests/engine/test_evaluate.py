@@ -83,6 +83,20 @@ def test_evaluate_matches_a_direct_forward_pass(model: nn.Module, dataset: Tenso
     assert model.training, "evaluate restores the model's training flag"
 
 
+def test_test_time_flips_score_the_mean_logits_of_each_image_and_its_mirror(
+    model: nn.Module, dataset: TensorDataset
+) -> None:
+    loader = BatchLoader(dataset, batch_size=16, mean=MEAN, std=STD)
+    plain, flipped = evaluate(model, loader, CLASSES), evaluate(model, loader, CLASSES, flip=True)
+    with torch.no_grad():
+        images = normalize(dataset.images)
+        mirrored = torch.stack([image[:, :, torch.arange(7, -1, -1)] for image in images])
+        logits = (model.eval()(images) + model(mirrored)) / 2
+    assert flipped.loss == pytest.approx(F.cross_entropy(logits, dataset.labels).item(), rel=1e-5)
+    assert flipped.top1 == pytest.approx((logits.argmax(1) == dataset.labels).float().mean().item())
+    assert flipped.loss != plain.loss  # the mirror images count
+
+
 def test_evaluate_does_not_depend_on_the_batch_size(
     model: nn.Module, dataset: TensorDataset
 ) -> None:

@@ -72,6 +72,18 @@ def test_best_checkpoint_holds_the_best_epoch(tmp_path: Path) -> None:
     assert evaluate(model, loader, DATA.classes).top1 == best_accuracy
 
 
+def test_test_time_flips_score_each_epoch_on_the_images_and_their_mirrors(tmp_path: Path) -> None:
+    result = train(_config(tmp_path, epochs=1, test_time_flip=True), data=DATA, progress=False)
+    model, state = model_from_checkpoint(result.last_checkpoint)
+    loader = BatchLoader(DATA.test, 64, mean=tuple(state["mean"]), std=tuple(state["std"]))
+    flipped, plain = (
+        evaluate(model, loader, DATA.classes, flip=True),
+        evaluate(model, loader, DATA.classes),
+    )
+    assert result.final["test_acc"] == flipped.top1
+    assert result.final["test_loss"] == pytest.approx(flipped.loss) != plain.loss
+
+
 def test_divergence_stops_at_once_and_is_recorded(tmp_path: Path) -> None:
     result = train(_config(tmp_path, lr=1e6), data=DATA, progress=False)
     assert result.status == "diverged" and len(result.history) == 1

@@ -9,13 +9,14 @@
   arXiv:1311.2901 (`zfnet`).
 
 Each member is a row of data (`SPECS`): its convolutions, where the local response
-normalizations and pools go, and how its paper initialized and regularized it.
+normalizations and pools go, and how its paper initialized and regularized it. `small_input`
+swaps the first convolution for a 3x3 stride-1 one, for 28-32 px images (`small_input_spec`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -107,6 +108,19 @@ SPECS: dict[str, AlexNetSpec] = {
 }  # fmt: skip
 
 
+def small_input_spec(spec: AlexNetSpec) -> AlexNetSpec:
+    """`spec` with a 3x3 stride-1 first convolution (padding 1), as the CIFAR ResNets' stem.
+
+    Not in the papers. Their first layer (11x11 stride 4; ZFNet's 7x7 stride 2) leaves 32x32
+    images 6x6 to 14x14 maps, too small for the three poolings that follow. The rest of the
+    network is unchanged: 28x28 and 32x32 images end in 2x2 and 3x3 maps (ZFNet, whose second
+    convolution keeps its stride of 2, in 1x1).
+    """
+    first, *rest = spec.layers
+    stem = first._replace(kernel_size=3, stride=1, padding=1)
+    return replace(spec, layers=(stem, *rest))
+
+
 def local_response_norm() -> nn.LocalResponseNorm:
     """Section 3.3: b = a / (k + alpha * sum of a^2 over 5 adjacent maps) ** beta.
 
@@ -180,7 +194,9 @@ class AlexNet(ClassifierNet):
 
     The adaptive average pool is not in either paper: it is the identity at the papers' input
     sizes and lets other sizes reach the 6x6 maps that fc6 expects, as in torchvision.
-    `width` multiplies the channels of every convolution and the 4096 units of fc6 and fc7.
+    `small_input=True` puts a 3x3 stride-1 first convolution (`small_input_spec`) and global
+    pooling, for 28-32 px images. `width` multiplies the channels of every convolution and the
+    4096 units of fc6 and fc7.
     """
 
     classifier_name = "classifier.6"
@@ -193,10 +209,13 @@ class AlexNet(ClassifierNet):
         in_channels: int = 3,
         dropout: float = 0.5,
         two_towers: bool = False,
+        small_input: bool = False,
         width: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
+        if small_input:
+            spec = small_input_spec(spec)
         self.features = make_trunk(
             spec.layers,
             in_channels,
@@ -205,9 +224,13 @@ class AlexNet(ClassifierNet):
             width=width,
         )
         feature_channels = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
-        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        # Deviation (small_input): global pooling. Small images leave 1x1 to 3x3 maps, which a
+        # pool to 6x6 would copy 4 to 36 times into fc6's input; the global average gives fc6
+        # one value per map at every input size, as in NiN and the ResNets.
+        pooled = 1 if small_input else 6
+        self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))
         self.classifier = fully_connected_head(
-            feature_channels * 6 * 6,
+            feature_channels * pooled * pooled,
             num_classes,
             dropout,
             dropout_first=spec.dropout_first,
@@ -243,6 +266,9 @@ ALEXNET_OPTIONS = {
     "num_classes": num_classes_option(),
     "in_channels": in_channels_option(),
     "dropout": dropout_option(0.5),
+    "small_input": ModelOption(
+        False, "3x3 stride-1 first convolution and global pooling, for 28-32 px images"
+    ),
     "width": WIDTH_OPTION,
 }
 ORIGINAL_OPTIONS = {

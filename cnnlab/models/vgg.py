@@ -5,6 +5,10 @@ Stacks of 3x3 convolutions (stride 1, padding 1) separated by 2x2 max-pools, the
 three fully connected layers. The variants differ only in the number of convolutions per stage:
 configurations A, B, D and E of the paper's Table 1 are VGG-11, -13, -16 and -19. Module names
 match torchvision's, so its state_dicts load as they are.
+
+`small_input=True` gives the CIFAR form of the literature (Zagoruyko 2015, "92.45% on CIFAR-10
+in Torch"; kuangliu's pytorch-cifar): the same convolutions, global pooling of the 1x1 maps
+that 32x32 images leave, and 512-unit hidden layers in place of 4096.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from torch import nn
 from cnnlab.models.alexnet import WIDTH_OPTION, fully_connected_head
 from cnnlab.models.layers import ClassifierNet, scaled
 from cnnlab.models.registry import (
+    ModelOption,
     dropout_option,
     in_channels_option,
     num_classes_option,
@@ -47,18 +52,22 @@ CONFIGS: dict[str, list[int | str]] = {
 
 
 def make_features(
-    config: list[int | str], in_channels: int, batch_norm: bool, width: float = 1.0
+    config: list[int | str],
+    in_channels: int,
+    batch_norm: bool,
+    width: float = 1.0,
+    ceil_mode: bool = False,
 ) -> nn.Sequential:
     """The convolutional trunk: 3x3 convolutions with ReLU, optional batch norm, 2x2 max-pools.
 
     Batch normalization is not in the paper (it came later, Ioffe & Szegedy 2015); the `_bn`
     variants put it between each convolution and its ReLU, as torchvision does. `width`
-    multiplies every convolution's channels.
+    multiplies every convolution's channels; `ceil_mode` rounds the pooled sizes up.
     """
     layers: list[nn.Module] = []
     for entry in config:
         if entry == POOL:
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=ceil_mode))
             continue
         out_channels = scaled(int(entry), width)
         layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
@@ -75,7 +84,8 @@ class VGG(ClassifierNet):
     The adaptive average pool is not in the paper: it is the identity at 224x224 and lets other
     input sizes reach the 7x7 maps that the first fully connected layer expects (the paper
     instead turned the fully connected layers into convolutions for dense evaluation).
-    `width` multiplies the channels of every convolution and the 4096 units of fc6 and fc7.
+    `small_input=True` is the CIFAR form (see the module docstring), for 28-32 px images.
+    `width` multiplies the channels of every convolution and the units of fc6 and fc7.
     """
 
     classifier_name = "classifier.6"
@@ -88,15 +98,26 @@ class VGG(ClassifierNet):
         num_classes: int = 1000,
         in_channels: int = 3,
         dropout: float = 0.5,
+        small_input: bool = False,
         width: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.features = make_features(config, in_channels, batch_norm, width)
+        # Deviation (small_input): pooled sizes round up, so 28x28 images still reach 1x1 maps
+        # after five poolings (28, 14, 7, 4, 2, 1); 32x32 ones halve exactly as before.
+        self.features = make_features(config, in_channels, batch_norm, width, small_input)
         last_channels = [m for m in self.features if isinstance(m, nn.Conv2d)][-1].out_channels
-        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        # Deviation (small_input, the CIFAR VGGs): global pooling of the 1x1 maps instead of
+        # copying each 49 times to 7x7, and fc6/fc7 of 512 units instead of 4096, which hold
+        # 119.5M of VGG-11's 128.8M parameters at 10 classes. Zagoruyko's head is one 512-unit
+        # hidden layer (with BN), kuangliu's a single linear layer; torchvision's layout is kept.
+        pooled, hidden_units = (1, 512) if small_input else (7, 4096)
+        self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))
         self.classifier = fully_connected_head(
-            last_channels * 7 * 7, num_classes, dropout, hidden_units=scaled(4096, width)
+            last_channels * pooled * pooled,
+            num_classes,
+            dropout,
+            hidden_units=scaled(hidden_units, width),
         )
         self._init_weights()
 
@@ -133,6 +154,9 @@ VGG_OPTIONS = {
     "num_classes": num_classes_option(),
     "in_channels": in_channels_option(),
     "dropout": dropout_option(0.5),
+    "small_input": ModelOption(
+        False, "CIFAR form for 28-32 px images: ceil-mode pools, global pooling, fc6/fc7 of 512"
+    ),
     "width": WIDTH_OPTION,
 }
 vgg_variant = register_model(input_size=(3, 224, 224), paper=_PAPER, options=VGG_OPTIONS)

@@ -1,4 +1,5 @@
-"""AlexNet family: torchvision parity, the 2012 paper's layers, LRN and init, ZFNet's shapes."""
+"""AlexNet family: torchvision parity, the 2012 paper's layers, LRN and init, ZFNet's shapes, and
+the small-input form (`small_input=True`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from torch import nn
 from torchvision_parity import assert_matches_torchvision
 
 from cnnlab.errors import InputSizeError
-from cnnlab.models import check_input_size, count_parameters, create_model, min_input_size
+from cnnlab.models import (
+    check_input_size,
+    count_parameters,
+    create_model,
+    min_input_size,
+    model_info,
+)
 from cnnlab.models.alexnet import local_response_norm
 
 
@@ -144,3 +151,129 @@ def test_grayscale_input_and_reset_classifier() -> None:
         logits = model(images)
     assert logits.shape == (2, 7)
     assert torch.isfinite(logits).all()
+
+
+# The small-input form: 28x28 grayscale and 32x32 RGB images, as in MNIST and CIFAR-10.
+FAMILY = ["alexnet", "alexnet_original", "zfnet"]
+SMALL_IMAGES = [(1, 28), (3, 32)]
+
+
+@pytest.mark.parametrize(("channels", "side"), SMALL_IMAGES)
+@pytest.mark.parametrize("name", FAMILY)
+def test_small_input_trains_and_evaluates_on_small_images(
+    name: str, channels: int, side: int
+) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, in_channels=channels, small_input=True)
+    images = torch.randn(2, channels, side, side)
+    logits = model.train()(images)
+    assert logits.shape == (2, 10)
+    nn.functional.cross_entropy(logits, torch.tensor([3, 7])).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        logits = model.eval()(images)
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_small_input_is_an_option_and_takes_28_pixel_images(name: str) -> None:
+    assert model_info(name).defaults["small_input"] is False
+    assert min_input_size(name, small_input=True) <= 28
+    check_input_size(name, (1, 28, 28), in_channels=1, small_input=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "fc6", "maps"), [("alexnet", 1, 256), ("alexnet_original", 0, 256), ("zfnet", 0, 512)]
+)
+def test_small_input_changes_only_the_first_convolution_and_fc6(
+    name: str, fc6: int, maps: int
+) -> None:
+    with torch.device("meta"):
+        plain = create_model(name).state_dict()
+        model = create_model(name, small_input=True)
+    small = model.state_dict()
+    assert plain.keys() == small.keys()
+    changed = {key for key in plain if plain[key].shape != small[key].shape}
+    assert changed == {"features.0.weight", f"classifier.{fc6}.weight"}
+    first = model.features[0]
+    assert (first.kernel_size, first.stride, first.padding) == ((3, 3), (1, 1), (1, 1))
+    assert model.classifier[fc6].in_features == maps  # global pooling: one value per map
+
+
+def test_small_input_alexnet_layer_shapes_at_32_and_28() -> None:
+    at_32 = _output_shapes("alexnet", 32, small_input=True)
+    assert at_32 == [
+        ("Conv2d", (64, 32, 32)),
+        ("MaxPool2d", (64, 15, 15)),
+        ("Conv2d", (192, 15, 15)),
+        ("MaxPool2d", (192, 7, 7)),
+        ("Conv2d", (384, 7, 7)),
+        ("Conv2d", (256, 7, 7)),
+        ("Conv2d", (256, 7, 7)),
+        ("MaxPool2d", (256, 3, 3)),
+        ("Linear", (4096,)),
+        ("Linear", (4096,)),
+        ("Linear", (1000,)),
+    ]
+    pooled = [shape for kind, shape in _output_shapes("alexnet", 28, small_input=True)]
+    assert [pooled[i] for i in (1, 3, 7)] == [(64, 13, 13), (192, 6, 6), (256, 2, 2)]
+
+
+def test_small_input_zfnet_ends_in_1x1_maps() -> None:
+    for side in (28, 32):
+        shapes = _output_shapes("zfnet", side, small_input=True)
+        assert shapes[0] == ("Conv2d", (96, side, side))
+        assert shapes[9] == ("MaxPool2d", (512, 1, 1))
+
+
+def _conv(c_in: int, c_out: int, kernel: int) -> int:
+    return c_in * c_out * kernel * kernel + c_out
+
+
+def _linear(fan_in: int, fan_out: int) -> int:
+    return fan_in * fan_out + fan_out
+
+
+@pytest.mark.parametrize(
+    ("name", "expected", "total"),
+    [
+        (
+            "alexnet",
+            _conv(3, 64, 3) + _conv(64, 192, 5) + _conv(192, 384, 3) + _conv(384, 256, 3)
+            + _conv(256, 256, 3) + _linear(256, 4096) + _linear(4096, 4096) + _linear(4096, 10),
+            20_323_146,
+        ),
+        (
+            "zfnet",
+            _conv(3, 96, 3) + _conv(96, 256, 5) + _conv(256, 512, 3) + _conv(512, 1024, 3)
+            + _conv(1024, 512, 3) + _linear(512, 4096) + _linear(4096, 4096) + _linear(4096, 10),
+            30_159_754,
+        ),
+    ],
+)  # fmt: skip
+def test_small_input_parameter_counts(name: str, expected: int, total: int) -> None:
+    assert count_parameters(name, num_classes=10, small_input=True) == expected == total
+
+
+def test_small_input_keeps_width_and_two_towers() -> None:
+    with torch.device("meta"):
+        narrow = create_model("alexnet", num_classes=10, small_input=True, width=0.5)
+        towers = create_model("alexnet_original", small_input=True, two_towers=True)
+    linears = [
+        (m.in_features, m.out_features) for m in narrow.classifier if isinstance(m, nn.Linear)
+    ]
+    assert linears == [(128, 2048), (2048, 2048), (2048, 10)]
+    assert [m.groups for m in towers.features if isinstance(m, nn.Conv2d)] == [1, 2, 1, 2, 2]
+
+
+def test_small_input_head_features_and_reset_classifier() -> None:
+    model = create_model("zfnet", num_classes=10, in_channels=1, small_input=True).eval()
+    images = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        features = model.forward_features(images)
+        assert model.forward_head(features, pre_logits=True).shape == (2, 4096)
+        model.reset_classifier(7)
+        assert model.get_classifier() is model.classifier[6]
+        assert model(images).shape == (2, 7)
+        model.reset_classifier(0)
+        assert model(images).shape == (2, model.num_features) == (2, 4096)

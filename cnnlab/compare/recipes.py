@@ -3,8 +3,10 @@
 The papers' recipes assume ImageNet at 224 px; on small images a network needs its small-input
 form, and networks without batch norm need a smaller learning rate to train at all:
 
-- ResNets (ImageNet variants): up to 48 px the CIFAR stem (`small_input`, 3x3 stride 1, no
-  pooling); 49-128 px the cheap stem (3x3 stride 2, no pooling); larger images keep the paper's.
+- Up to 48 px, every model that has a small-input form takes it (`small_input`: the CIFAR
+  stem of the ResNets, the CIFAR VGG, AlexNet's 3x3 stride-1 first convolution, NiN's CIFAR-10
+  network, Inception-v3's low-resolution stem); 49-128 px the ImageNet ResNets take the cheap
+  stem (3x3 stride 2, no pooling); larger images keep the papers' networks.
 - Networks with batch norm: SGD with Nesterov momentum at lr 0.1; without: lr 0.01.
 - Colour images: flips and random crops padded by an eighth of the side; grey ones: crops only
   (mirrored digits are other digits).
@@ -27,11 +29,10 @@ def model_options_for(name: str, image_shape: tuple[int, int, int]) -> dict[str,
     """The small-input variant of model `name` for images of `image_shape`, if it has one."""
     defaults = model_info(name).defaults
     side = image_shape[1]
-    if "small_input" in defaults and "stem" in defaults:  # the ImageNet ResNets
-        if side <= SMALL_INPUT_MAX:
-            return {"small_input": True}
-        if side <= CHEAP_STEM_MAX:
-            return {"stem": "cheap"}
+    if "small_input" in defaults and side <= SMALL_INPUT_MAX:
+        return {"small_input": True}
+    if "stem" in defaults and side <= CHEAP_STEM_MAX:  # the ImageNet ResNets
+        return {"stem": "cheap"}
     return {}
 
 

@@ -260,7 +260,7 @@ class AlexNet(ClassifierNet):
 
 
 WIDTH_OPTION = ModelOption(
-    1.0, "channel multiplier of every convolution and of fc6/fc7's 4096 units (0.25: ~1/16 cost)"
+    1.0, "channel multiplier of every convolution and of fc6/fc7's units (0.25: ~1/16 cost)"
 )
 ALEXNET_OPTIONS = {
     "num_classes": num_classes_option(),

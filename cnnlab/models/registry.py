@@ -298,6 +298,9 @@ def check_input_size(name: str, shape: tuple[int, int, int], **options: object) 
         if side < smallest
         else "use the model's default input size"
     )
+    small_form_fits = "small_input" in info.defaults and not resolved.get("small_input")
+    if small_form_fits and _accepts(name, {**options, "small_input": True}, shape):
+        hint = f"build its small-input form (`--model-opt small_input=true`) or {hint}"
     raise InputSizeError(
         f"model '{name}' cannot take {shape[1]}x{shape[2]} inputs; the smallest it accepts is "
         f"{smallest}x{smallest} (default {'x'.join(map(str, info.input_size))}); {hint}"

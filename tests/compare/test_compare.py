@@ -48,7 +48,10 @@ def test_recipes_pick_small_input_variants_and_learning_rates() -> None:
     assert model_options_for("resnet18", (3, 32, 32)) == {"small_input": True}
     assert model_options_for("resnet18", (3, 96, 96)) == {"stem": "cheap"}
     assert model_options_for("resnet18", (3, 224, 224)) == {}
-    assert model_options_for("vgg11_bn", (3, 32, 32)) == {}
+    assert model_options_for("vgg11_bn", (3, 32, 32)) == {"small_input": True}
+    assert model_options_for("alexnet", (1, 28, 28)) == {"small_input": True}
+    assert model_options_for("vgg11_bn", (3, 64, 64)) == {}
+    assert model_options_for("lenet5_modern", (1, 28, 28)) == {}
     base = TrainConfig(epochs=1)
     with_bn = recipe("resnet18", (3, 32, 32), 10, 5000, base)
     without_bn = recipe("vgg11", (3, 32, 32), 10, 5000, base)
@@ -170,6 +173,14 @@ def compare_diverging_net(**options) -> nn.Module:
     return _Diverging(options["num_classes"], options["in_channels"])
 
 
+@register_model(input_size=(1, 32, 32), paper="test network", options=_OPTIONS)
+def compare_large_input_net(**options) -> nn.Module:
+    """One 30x30 convolution: 28x28 images are too small."""
+    return nn.Sequential(
+        nn.Conv2d(options["in_channels"], options["num_classes"], 30), nn.Flatten()
+    )
+
+
 def test_diverged_and_failed_runs_are_recorded_and_the_others_go_on(folder: Path, tmp_path: Path):
     models = ["compare_failing_net", "compare_diverging_net", "lenet5_modern"]
     records = _compare(_spec(folder, tmp_path, models))
@@ -212,8 +223,9 @@ def test_a_model_that_cannot_take_the_images_is_skipped_with_the_reason(
     folder: Path, tmp_path: Path
 ) -> None:
     messages: list[str] = []
-    assert _compare(_spec(folder, tmp_path, ["alexnet"]), messages) == []
-    assert messages and "skipping alexnet" in messages[0] and "smallest it accepts" in messages[0]
+    assert _compare(_spec(folder, tmp_path, ["compare_large_input_net"]), messages) == []
+    assert "skipping compare_large_input_net" in messages[0]
+    assert "the smallest it accepts is 30x30" in messages[0]
 
 
 def test_summary_gives_mean_and_std_over_the_finished_seeds_of_each_model() -> None:

@@ -158,6 +158,19 @@ def test_too_small_input_names_the_minimum(model_name: str, smallest_input: tupl
     assert f"--image-size {side}`" in message  # the suggestion is the named minimum
 
 
+@pytest.mark.parametrize("name", ["vgg11", "alexnet", "zfnet"])
+def test_too_small_input_suggests_the_small_input_form_when_it_fits(name: str) -> None:
+    with pytest.raises(InputSizeError) as error:
+        check_input_size(name, (1, 28, 28), in_channels=1)
+    assert "build its small-input form (`--model-opt small_input=true`) or resize" in str(
+        error.value
+    )
+    check_input_size(name, (1, 28, 28), in_channels=1, small_input=True)  # and it does fit
+    with pytest.raises(InputSizeError) as error:
+        check_input_size("alexnet", (3, 8, 8))
+    assert "small-input form" not in str(error.value)  # too small for either form
+
+
 def test_wrong_channel_count_names_the_fix() -> None:
     name = MODELS[0]
     channels = model_info(name).input_size[0]

@@ -24,6 +24,11 @@ the table has three 3x3 convolutions, `InceptionA` keeps a 5x5 branch beside its
 rather than five, and the auxiliary head's last layer is not batch-normalized. cnnlab follows the
 released model. As in `googlenet.py`, torchvision's `transform_input` is left out (cnnlab
 normalizes in the data pipeline; the weights expect inputs in [-1, 1], hence mean = std = 0.5).
+
+`small_input=True` is the paper's network for low-resolution input (Section 9): the first
+convolution has stride 1 and the max pool after it is gone, so a 79x79 input reaches the same
+17x17 and 8x8 grids as a 299x299 one, and 28x28 or 32x32 images pass through. Its parameters
+and state_dict are the default network's, so the same weights load.
 """
 
 from __future__ import annotations
@@ -183,9 +188,10 @@ class InceptionAux(ClassifierNet):
         self.fc = nn.Linear(768, num_classes)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        # Inputs below 299x299 leave a grid under 17x17, which the paper's fixed pooling would
-        # shrink below the 5x5 convolution's kernel; there cnnlab pools adaptively to 5x5 so the
-        # head still trains (a deviation; from 17x17 up the result is the paper's and torchvision's).
+        # Inputs below 299x299 (79x79 with `small_input`) leave a grid under 17x17, which the
+        # paper's fixed pooling would shrink below the 5x5 convolution's kernel; there cnnlab
+        # pools adaptively to 5x5 so the head still trains (a deviation; from 17x17 up the
+        # result is the paper's and torchvision's).
         if min(x.shape[-2:]) >= 17:
             x = F.avg_pool2d(x, kernel_size=5, stride=3)
         else:
@@ -202,8 +208,9 @@ class Inception3(InceptionNet):
     `InceptionA` (35x35), a reduction, four `InceptionC` (17x17), a reduction, two `InceptionE`
     (8x8), global average pooling, dropout and `fc`; one auxiliary classifier on the 17x17 grid.
 
-    Its stride-2 layers do not pad, so inputs below 75x75 make the forward pass fail (the
-    reduction blocks run out of pixels) rather than silently produce garbage.
+    Its stride-2 layers do not pad, so inputs below 75x75 (21x21 with `small_input`) make the
+    forward pass fail (the reduction blocks run out of pixels) rather than silently produce
+    garbage.
     """
 
     aux_head_names = ("AuxLogits",)
@@ -215,13 +222,17 @@ class Inception3(InceptionNet):
         in_channels: int = 3,
         aux_logits: bool = True,
         dropout: float = 0.5,
+        small_input: bool = False,
     ) -> None:
         check_options(num_classes=num_classes, in_channels=in_channels, dropout=dropout)
         super().__init__()
-        self.Conv2d_1a_3x3 = ConvBNReLU(in_channels, 32, kernel_size=3, stride=2)
+        # Section 9's network for a 79x79 receptive field: the first layer has stride 1 and no
+        # max pooling follows it. Identity keeps the module name (and so every state_dict key).
+        first_stride = 1 if small_input else 2
+        self.Conv2d_1a_3x3 = ConvBNReLU(in_channels, 32, kernel_size=3, stride=first_stride)
         self.Conv2d_2a_3x3 = ConvBNReLU(32, 32, kernel_size=3)
         self.Conv2d_2b_3x3 = ConvBNReLU(32, 64, kernel_size=3, padding=1)
-        self.maxpool1 = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.maxpool1 = nn.Identity() if small_input else nn.MaxPool2d(kernel_size=3, stride=2)
         self.Conv2d_3b_1x1 = ConvBNReLU(64, 80, kernel_size=1)
         self.Conv2d_4a_3x3 = ConvBNReLU(80, 192, kernel_size=3)
         self.maxpool2 = nn.MaxPool2d(kernel_size=3, stride=2)
@@ -269,6 +280,9 @@ INCEPTION_V3_OPTIONS = {
     "in_channels": in_channels_option(),
     "aux_logits": ModelOption(True, "the auxiliary classifier (training mode only)"),
     "dropout": dropout_option(0.5),
+    "small_input": ModelOption(
+        False, "the paper's low-resolution network: stride-1 first layer, no first max pool"
+    ),
 }
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 from torchvision.models import inception as tv_inception
 
 from cnnlab.errors import InputSizeError, OptionError
@@ -150,3 +151,93 @@ def test_smallest_input_is_torchvisions_and_smaller_inputs_raise() -> None:
 def test_bad_options_raise(options: dict[str, object]) -> None:
     with torch.device("meta"), pytest.raises(OptionError):
         create_model("inception_v3", **options)
+
+
+# small_input: the paper's network for low-resolution input (Section 9).
+
+
+@pytest.fixture(scope="module", params=[(1, 28), (3, 32)], ids=["1x28x28", "3x32x32"])
+def low_resolution(request: pytest.FixtureRequest) -> tuple[nn.Module, tuple[int, int, int]]:
+    """(a 10-class small_input Inception-v3 with its auxiliary head, its input shape)."""
+    channels, side = request.param
+    torch.manual_seed(0)
+    model = create_model("inception_v3", num_classes=10, in_channels=channels, small_input=True)
+    return model, (channels, side, side)
+
+
+def test_small_input_is_the_papers_low_resolution_stem() -> None:
+    with torch.device("meta"):
+        model = create_model("inception_v3", small_input=True)
+    assert model.Conv2d_1a_3x3.conv.stride == (1, 1)
+    assert isinstance(model.maxpool1, nn.Identity)
+    assert isinstance(model.maxpool2, nn.MaxPool2d)
+
+
+def test_small_input_keeps_the_17x17_and_8x8_grids_at_79x79() -> None:
+    """The paper's point: a 79x79 input reaches the grids a 299x299 one does by default."""
+    sides: list[int] = []
+    with torch.device("meta"):
+        model = create_model("inception_v3", small_input=True).eval()
+        for block in (model.Mixed_6e, model.Mixed_7c):
+            block.register_forward_hook(lambda _module, _inputs, out: sides.append(out.shape[-1]))
+        model(torch.empty(1, 3, 79, 79))
+    assert sides == [17, 8]
+
+
+def test_small_input_keeps_the_parameters_and_state_dict_keys() -> None:
+    """Only a stride and a pool change: torchvision's weights load into either network."""
+    with torch.device("meta"):
+        default = create_model("inception_v3").state_dict()
+        small = create_model("inception_v3", small_input=True).state_dict()
+    assert {k: v.shape for k, v in small.items()} == {k: v.shape for k, v in default.items()}
+    assert count_parameters("inception_v3", small_input=True) == count_parameters("inception_v3")
+
+
+def test_small_input_accepts_28x28() -> None:
+    assert min_input_size("inception_v3", small_input=True) <= 28
+    assert min_input_size("inception_v3", small_input=True, in_channels=1) <= 28
+    check_input_size("inception_v3", (1, 28, 28), small_input=True, in_channels=1)
+
+
+def test_small_input_trains_with_aux_logits(low_resolution) -> None:
+    model, shape = low_resolution
+    model.train()
+    model.zero_grad(set_to_none=True)
+    # Batch 4: at 28x28 the last maps are 1x1, and batch norm over two values gives +-1.
+    targets = torch.tensor([1, 7, 3, 0])
+    out = model(torch.randn(4, *shape))
+    assert isinstance(out, AuxOutputs)
+    assert [tuple(t.shape) for t in (out.logits, *out.aux_logits)] == [(4, 10), (4, 10)]
+    loss = F.cross_entropy(out.logits, targets)
+    loss = loss + model.aux_loss_weight * F.cross_entropy(out.aux_logits[0], targets)
+    loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_small_input_eval_mode_returns_logits_and_backpropagates(low_resolution) -> None:
+    model, shape = low_resolution
+    model.eval()
+    model.zero_grad(set_to_none=True)
+    x = torch.randn(2, *shape, requires_grad=True)
+    logits = model(x)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 10)
+    logits.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert model.Conv2d_1a_3x3.conv.weight.grad is not None
+    assert model.AuxLogits.fc.weight.grad is None  # the paper discards the head at inference
+
+
+def test_small_input_pre_logits_and_reset_classifier() -> None:
+    torch.manual_seed(0)
+    model = create_model("inception_v3", num_classes=10, small_input=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape == (2, 2048, 2, 2)
+        assert model.forward_head(features, pre_logits=True).shape == (2, 2048)
+    model.reset_classifier(3)
+    assert model.get_classifier() is model.fc and model.fc.out_features == 3
+    out = model.train()(x)
+    assert [tuple(t.shape) for t in (out.logits, *out.aux_logits)] == [(2, 3), (2, 3)]

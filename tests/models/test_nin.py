@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import InputSizeError
-from cnnlab.models import check_input_size, create_model, min_input_size
+from cnnlab.models import check_input_size, count_parameters, create_model, min_input_size
 from cnnlab.models.nin import MLPConv
 
 
@@ -77,3 +77,90 @@ def test_dropout_option() -> None:
     with torch.device("meta"):
         model = create_model("nin", dropout=0.3)
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.3, 0.3, 0.3]
+
+
+# small_input: the paper's CIFAR-10 network (section 4.2, Caffe's "NIN CIFAR10").
+
+# (in channels, out channels, kernel) of conv1, cccp1..cccp5 and cccp6 (the classifier), at 3
+# input channels and 10 classes, as the Caffe model lists them.
+CIFAR_LAYERS = [
+    (3, 192, 5),
+    (192, 160, 1),
+    (160, 96, 1),
+    (96, 192, 5),
+    (192, 192, 1),
+    (192, 192, 1),
+    (192, 192, 3),
+    (192, 192, 1),
+    (192, 10, 1),
+]
+
+
+@pytest.fixture(scope="module")
+def cifar_model() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("nin", num_classes=10, small_input=True)
+
+
+def test_small_input_is_the_papers_cifar_network(cifar_model: nn.Module) -> None:
+    convs = [m for m in cifar_model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[-1] is cifar_model.get_classifier()
+    layers = [(c.in_channels, c.out_channels, c.kernel_size[0]) for c in convs]
+    assert layers == CIFAR_LAYERS
+    assert [c.padding[0] for c in convs if c.kernel_size != (1, 1)] == [2, 2, 1]
+    kinds = [type(m) for m in cifar_model.features]
+    assert kinds == [MLPConv, nn.MaxPool2d, nn.Dropout, MLPConv, nn.AvgPool2d, nn.Dropout, MLPConv]
+    pools = [cifar_model.features[1], cifar_model.features[4]]
+    assert [(p.kernel_size, p.stride, p.ceil_mode) for p in pools] == [(3, 2, True)] * 2
+
+
+def test_small_input_parameter_count_is_the_caffe_models(cifar_model: nn.Module) -> None:
+    expected = sum(c_in * c_out * k * k + c_out for c_in, c_out, k in CIFAR_LAYERS)
+    assert expected == 966_986
+    assert sum(p.numel() for p in cifar_model.parameters()) == expected
+    assert count_parameters("nin", num_classes=10, small_input=True) == expected
+
+
+def test_small_input_keeps_the_default_network_unchanged() -> None:
+    """The ImageNet network's own count, computed from its layer list (no `small_input`)."""
+    layers = [(3, 96, 11), (96, 96, 1), (96, 96, 1), (96, 256, 5), (256, 256, 1), (256, 256, 1)]
+    layers += [(256, 384, 3), (384, 384, 1), (384, 384, 1), (384, 1024, 3), (1024, 1024, 1)]
+    layers += [(1024, 1000, 1)]
+    expected = sum(c_in * c_out * k * k + c_out for c_in, c_out, k in layers)
+    assert count_parameters("nin") == count_parameters("nin", small_input=False) == expected
+
+
+@pytest.mark.parametrize(("channels", "side", "grid"), [(1, 28, 7), (3, 32, 8)])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_small_input_forward_and_backward(channels: int, side: int, grid: int, mode: str) -> None:
+    """Caffe's rounding-up pools: 32 -> 16 -> 8 (the model's 8x8 average pool), 28 -> 14 -> 7."""
+    torch.manual_seed(0)
+    model = create_model("nin", num_classes=10, in_channels=channels, small_input=True)
+    model.train(mode == "train")
+    x = torch.randn(2, channels, side, side)
+    assert model.forward_features(x).shape == (2, 192, grid, grid)
+    logits = model(x)
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+    torch.nn.functional.cross_entropy(logits, torch.tensor([1, 7])).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_small_input_accepts_28x28() -> None:
+    assert min_input_size("nin", small_input=True) <= 28
+    assert min_input_size("nin", small_input=True, in_channels=1) <= 28
+    check_input_size("nin", (1, 28, 28), small_input=True, in_channels=1)
+
+
+def test_small_input_pre_logits_and_reset_classifier() -> None:
+    model = create_model("nin", num_classes=10, small_input=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+    assert pooled.shape == (2, 192) and model.num_features == 192
+    model.reset_classifier(7)
+    classifier = model.get_classifier()
+    assert model.classifier is classifier
+    layout = (classifier.in_channels, classifier.out_channels, classifier.kernel_size)
+    assert layout == (192, 7, (1, 1))
+    with torch.no_grad():
+        assert model(x).shape == (2, 7)

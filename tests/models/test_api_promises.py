@@ -1,5 +1,7 @@
-"""timm's promises over the whole registry: `reset_classifier(0)` gives pooled features, one
-pattern rule for `list_models` and `cnnlab models`, summaries whose parameter column adds up."""
+"""Promises over the whole registry: every network takes 28x28 grayscale digits (in its
+small-input form where it has one), and timm's: `reset_classifier(0)` gives pooled features,
+one pattern rule for `list_models` and `cnnlab models`, summaries whose parameter column adds
+up."""
 
 from __future__ import annotations
 
@@ -24,6 +26,16 @@ def _on_meta(name: str) -> torch.nn.Module:
     """The model at its default input size, on the meta device (shapes without weights)."""
     with torch.device("meta"):
         return create_model_for_input(name, model_info(name).input_size, 7).eval()
+
+
+@pytest.mark.parametrize("name", sorted(set(ZOO) - DEEP))
+def test_every_network_classifies_28x28_grayscale_digits(name: str) -> None:
+    options = {"small_input": True} if "small_input" in model_info(name).defaults else {}
+    torch.manual_seed(0)
+    model = create_model_for_input(name, (1, 28, 28), 10, **options).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(2, 1, 28, 28))
+    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES.values()))

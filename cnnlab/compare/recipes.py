@@ -36,10 +36,12 @@ def model_options_for(name: str, image_shape: tuple[int, int, int]) -> dict[str,
     return {}
 
 
-def has_batch_norm(name: str, image_shape: tuple[int, int, int], num_classes: int) -> bool:
+def has_batch_norm(
+    name: str, image_shape: tuple[int, int, int], num_classes: int, **options: object
+) -> bool:
     """Whether the network normalizes its activations (built on the meta device: no memory)."""
     with torch.device("meta"):
-        model = create_model_for_input(name, image_shape, num_classes)
+        model = create_model_for_input(name, image_shape, num_classes, **options)
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
@@ -56,13 +58,14 @@ def recipe(
     """
     channels, side = image_shape[0], image_shape[1]
     crop = f"crop:{max(1, side // 8)}"
+    options = model_options_for(name, image_shape)
     return base.replace(
         model=name,
-        model_options=model_options_for(name, image_shape),
+        model_options=options,
         batch_size=128 if num_train >= 2000 else 32,
         optimizer="momentum",
         nesterov=True,
-        lr=0.1 if has_batch_norm(name, image_shape, num_classes) else 0.01,
+        lr=0.1 if has_batch_norm(name, image_shape, num_classes, **options) else 0.01,
         weight_decay=5e-4,
         schedule="onecycle",
         label_smoothing=0.1,

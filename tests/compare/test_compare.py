@@ -58,6 +58,10 @@ def test_recipes_pick_small_input_variants_and_learning_rates() -> None:
     assert (with_bn.lr, without_bn.lr) == (0.1, 0.01)
     assert with_bn.augment == ["flip", "crop:4"] and with_bn.model_options == {"small_input": True}
     assert recipe("lenet5_modern", (1, 28, 28), 10, 100, base).augment == ["crop:3"]
+    for name in ("nin", "alexnet", "inception_v3"):  # they take 28 px only in their small form
+        small = recipe(name, (1, 28, 28), 10, 100, base)
+        assert small.model_options == {"small_input": True}
+        assert small.lr == (0.1 if name == "inception_v3" else 0.01)  # batch norm or not
 
 
 def _spec(folder: Path, out: Path, models: list[str], **changes) -> CompareSpec:
@@ -217,6 +221,17 @@ def test_study_status_and_report_read_a_comparison_folder(folder: Path, tmp_path
     assert (tmp_path / "report.html").is_file()
     best = runner.invoke(app, ["study", "best", str(tmp_path)])
     assert best.exit_code == 2 and "holds a comparison" in best.output
+
+
+def test_a_network_trains_in_its_small_input_form_on_images_too_small_for_the_paper_one(
+    folder: Path, tmp_path: Path
+) -> None:
+    (record,) = _compare(_spec(folder, tmp_path, ["nin"]))  # the ImageNet NiN needs 67 px
+    assert record["status"] == "done" and record["model_options"] == {"small_input": True}
+    channels = record["image_shape"][0]
+    convolutions = [(channels, 192, 5), (192, 160, 1), (160, 96, 1), (96, 192, 5), (192, 192, 1)]
+    convolutions += [(192, 192, 1), (192, 192, 3), (192, 192, 1), (192, 3, 1)]  # 3 classes
+    assert record["params"] == sum(i * o * k * k + o for i, o, k in convolutions)
 
 
 def test_a_model_that_cannot_take_the_images_is_skipped_with_the_reason(

@@ -352,20 +352,25 @@ def _expire_leases_of_dead_workers(db: sqlite3.Connection) -> None:
     for (worker,) in db.execute("SELECT DISTINCT worker FROM runs WHERE status = 'running'"):
         worker_host, _, rest = str(worker).partition(":")
         pid = rest.partition(":")[0]
-        if worker_host == host and pid.isdigit() and not _process_alive(int(pid)):
+        if worker_host == host and pid.isdigit() and not process_alive(int(pid)):
             db.execute(
                 "UPDATE runs SET lease_until = 0 WHERE status = 'running' AND worker = ?", (worker,)
             )
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host (a zombie, exited but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (macOS): it answered the signal, so it is there
+        return True
+    return state != "Z"
 
 
 def _extend_lease(db: sqlite3.Connection, run_id: int, worker: str, lease_seconds: float) -> None:

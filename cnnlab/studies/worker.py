@@ -3,15 +3,18 @@
 `work` is what each worker process runs (in the study's process when there is one worker): it
 claims a pending run in the store, trains it with `cnnlab.train` on the study's memory-mapped
 data, and records how it ended. A `StoreHook` records every epoch into the store and renews the
-run's lease; a run that fails is recorded with its error and the worker goes on.
+run's lease; a run that fails is recorded with its error and the worker goes on. A worker
+process stops when its parent does (`stop_with_parent`), however the parent was killed.
 """
 
 from __future__ import annotations
 
+import _thread
 import math
 import multiprocessing
 import os
 import platform
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +57,7 @@ def work(
     if log is None and verbose:
         log = print if lines is None else lines.put
     worker = worker_name(index)
+    parent_gone = stop_with_parent()
     store = StudyStore(folder)
     runner = Worker(
         Path(folder),
@@ -79,8 +83,35 @@ def work(
             if store.counts()["running"] == 0:
                 break
             time.sleep(min(1.0, lease_seconds / 4))  # another runner's run may still fall back
+    except KeyboardInterrupt:
+        if not parent_gone.is_set():
+            raise
     finally:
         store.close()
+
+
+def stop_with_parent(grace_seconds: float = 30.0) -> threading.Event:
+    """In a worker process, interrupt the main thread once the parent process is gone.
+
+    The interrupt stops the worker as Ctrl-C does (the run in hand goes back to `pending`, to
+    be resumed from its `last.pt`), so a study or comparison killed by any signal leaves no
+    workers training on; one still alive `grace_seconds` later exits at once. The event is set
+    when the parent is gone (never in the study's own process, which has no parent to watch).
+    """
+    gone = threading.Event()
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return gone
+
+    def watch() -> None:
+        parent.join()  # returns when the parent process has exited
+        gone.set()
+        _thread.interrupt_main()
+        time.sleep(grace_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+    return gone
 
 
 class Worker:

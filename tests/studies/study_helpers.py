@@ -47,13 +47,17 @@ torch.set_num_threads(1)
 from synthetic import synthetic_splits
 from cnnlab.studies import StudySpec, run_study
 spec = StudySpec.from_dict(json.loads({spec!r}))
-run_study(spec, {out!r}, data=synthetic_splits(train=128, test=64), lease_seconds={lease}, threads=1)
+run_study(
+    spec, {out!r}, data=synthetic_splits(train=128, test=64), lease_seconds={lease}, threads=1,
+    workers={workers},
+)
 """
 
 
-def start_runner(spec: dict, out: Path, lease: float = 2.0) -> subprocess.Popen:
+def start_runner(spec: dict, out: Path, lease: float = 2.0, workers: int = 1) -> subprocess.Popen:
     """`run_study` in a child process (its own interpreter), output discarded."""
     code = _CHILD.format(
+        workers=workers,
         tests=str(TESTS),
         engine=str(TESTS / "engine"),
         spec=json.dumps(spec),

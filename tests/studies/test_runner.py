@@ -18,7 +18,7 @@ from cnnlab.data.normalization import channel_mean_std
 from cnnlab.errors import OptionError, StudyError
 from cnnlab.studies import StudySpec, run_study
 from cnnlab.studies.shared_data import open_data, prepare_data
-from cnnlab.studies.store import StudyStore
+from cnnlab.studies.store import StudyStore, process_alive
 from cnnlab.studies.worker import final_metrics
 
 
@@ -117,6 +117,32 @@ def test_a_study_killed_mid_run_resumes_repeating_at_most_the_run_in_flight(tmp_
     assert outcome.counts["done"] == 6
     attempts = _column(tmp_path, "SELECT attempts FROM runs")
     assert sum(attempts) == 7 and max(attempts) == 2
+
+
+@pytest.mark.slow
+def test_killing_a_runner_stops_its_worker_processes_and_hands_their_runs_back(
+    tmp_path: Path,
+) -> None:
+    spec = tiny_spec(factors={"lr": [0.05, 0.2]}, seeds=2)
+    spec["base"]["epochs"] = 100_000  # the runs would train on long after the runner is killed
+    runner = start_runner(spec, tmp_path, lease=600.0, workers=2)
+    deadline = time.monotonic() + 120
+    workers: list[str] = []
+    while time.monotonic() < deadline and len(workers) < 2:
+        time.sleep(0.2)
+        try:
+            workers = _column(tmp_path, "SELECT worker FROM runs WHERE status = 'running'")
+        except sqlite3.OperationalError:  # not created yet
+            continue
+    assert len(workers) == 2, runner.stderr.read().decode()[-2000:] if runner.poll() else ""
+    runner.send_signal(signal.SIGKILL)  # no handler runs in the runner itself
+    runner.wait()
+    pids = [int(name.split(":")[1]) for name in workers]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(map(process_alive, pids)):
+        time.sleep(0.2)
+    assert not any(map(process_alive, pids)), "a worker outlived its runner"
+    assert "running" not in _column(tmp_path, "SELECT status FROM runs")  # handed back
 
 
 @pytest.mark.slow

@@ -5,8 +5,9 @@ form, and networks without batch norm need a smaller learning rate to train at a
 
 - Up to 48 px, every model that has a small-input form takes it (`small_input`: the CIFAR
   stem of the ResNets, the CIFAR VGG, AlexNet's 3x3 stride-1 first convolution, NiN's CIFAR-10
-  network, Inception-v3's low-resolution stem); 49-128 px the ImageNet ResNets take the cheap
-  stem (3x3 stride 2, no pooling); larger images keep the papers' networks.
+  network, Inception-v3's low-resolution stem and GoogLeNet's by analogy); 49-128 px the
+  ImageNet ResNets take the cheap stem (3x3 stride 2, no pooling); larger images keep the
+  papers' networks.
 - Networks with batch norm: SGD with Nesterov momentum at lr 0.1; without: lr 0.01.
 - Colour images: flips and random crops padded by an eighth of the side; grey ones: crops only
   (mirrored digits are other digits).

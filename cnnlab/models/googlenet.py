@@ -7,6 +7,12 @@ this file does too, and a comment says so where it happens: batch normalization 
 convolution, a 3x3 convolution in the branch the paper calls 5x5, a 2x2 max pool before the last
 stage, adaptive pooling in the auxiliary heads.
 
+`small_input=True` is cnnlab's, for 28-32 px images, by analogy with Inception-v3's network for
+low-resolution input (arXiv:1512.00567, Section 9): `conv1` has stride 1 and `maxpool1` is
+gone, so a 32x32 image reaches inception3a at 16x16, inception4 at 8x8 and inception5 at 4x4
+(28x28: 14, 7, 4) instead of 4, 2 and 1. Its parameters and state_dict are the default
+network's, so the same weights load.
+
 torchvision's `transform_input` is left out on purpose: cnnlab normalizes in the data pipeline.
 torchvision's weights (ported from TensorFlow) expect inputs scaled to [-1, 1], which is why the
 entrypoint registers mean = std = 0.5 rather than the ImageNet statistics.
@@ -137,7 +143,8 @@ class InceptionAux(ClassifierNet):
         super().__init__()
         self.num_classes = num_classes
         # torchvision pools adaptively to 4x4 instead of the paper's fixed 5x5/3 window: the same
-        # 4x4 grid at 14x14 (from slightly different windows), and any input size works.
+        # 4x4 grid at 14x14 (from slightly different windows), and any input size works, e.g.
+        # the 8x8 and 7x7 maps of `small_input` at 32 and 28 px (a 5x5/3 pool: 2x2 and 1x1).
         self.pool = nn.AdaptiveAvgPool2d((4, 4))
         self.conv = ConvBNReLU(in_channels, 128, kernel_size=1)
         self.fc1 = nn.Linear(128 * 4 * 4, 1024)
@@ -221,7 +228,8 @@ class GoogLeNet(InceptionNet):
     4a-4e, 5a-5b) separated by max pooling, and two auxiliary classifiers on 4a and 4d.
 
     Every max pool rounds its output size up (`ceil_mode=True`), as Caffe did, which gives the
-    paper's 112 -> 56 -> 28 -> 14 -> 7 grid at 224x224.
+    paper's 112 -> 56 -> 28 -> 14 -> 7 grid at 224x224. `small_input=True` drops the stem's first
+    downsampling by 4 (see the module docstring), for 28-32 px images.
     """
 
     aux_head_names = ("aux1", "aux2")
@@ -235,6 +243,7 @@ class GoogLeNet(InceptionNet):
         dropout: float = 0.2,
         aux_dropout: float = AUX_DROPOUT,
         paper_5x5: bool = False,
+        small_input: bool = False,
     ) -> None:
         check_options(
             num_classes=num_classes,
@@ -253,8 +262,11 @@ class GoogLeNet(InceptionNet):
 
         # The paper follows the first pool and conv3 with local response normalization; the
         # batch normalization inside every ConvBNReLU takes its place, as in torchvision.
-        self.conv1 = ConvBNReLU(in_channels, 64, kernel_size=7, stride=2, padding=3)
-        self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
+        # Deviation (small_input, cnnlab's, after Inception-v3's Section 9 low-resolution network):
+        # conv1 has stride 1 and no max pooling follows it. Identity keeps the module name.
+        first_stride = 1 if small_input else 2
+        self.conv1 = ConvBNReLU(in_channels, 64, kernel_size=7, stride=first_stride, padding=3)
+        self.maxpool1 = nn.Identity() if small_input else nn.MaxPool2d(3, stride=2, ceil_mode=True)
         self.conv2 = ConvBNReLU(64, 64, kernel_size=1)
         self.conv3 = ConvBNReLU(64, 192, kernel_size=3, padding=1)
         self.maxpool2 = nn.MaxPool2d(3, stride=2, ceil_mode=True)
@@ -284,7 +296,9 @@ class GoogLeNet(InceptionNet):
         self, x: torch.Tensor, with_aux: bool
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         aux_logits = []
-        x = self.maxpool1(self.conv1(x))  # N x 64 x 56 x 56 (at 224 x 224)
+        # Grids at 224 x 224; with small_input at 32 x 32 they are 32, 16, 8 where these say
+        # 56, 28, 14, and 4 where they say 7.
+        x = self.maxpool1(self.conv1(x))  # N x 64 x 56 x 56
         x = self.maxpool2(self.conv3(self.conv2(x)))  # N x 192 x 28 x 28
         x = self.maxpool3(self.inception3b(self.inception3a(x)))  # N x 480 x 14 x 14
         x = self.inception4a(x)  # N x 512 x 14 x 14
@@ -306,6 +320,9 @@ GOOGLENET_OPTIONS = {
     "aux_dropout": ModelOption(AUX_DROPOUT, "dropout probability in the auxiliary classifiers"),
     "paper_5x5": ModelOption(
         False, "5x5 convolutions in the 5x5 branches as in the paper (torchvision uses 3x3)"
+    ),
+    "small_input": ModelOption(
+        False, "for 28-32 px images: stride-1 conv1, no first max pool (as Inception-v3's §9)"
     ),
 }
 

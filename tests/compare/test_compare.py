@@ -50,6 +50,7 @@ def test_recipes_pick_small_input_variants_and_learning_rates() -> None:
     assert model_options_for("resnet18", (3, 224, 224)) == {}
     assert model_options_for("vgg11_bn", (3, 32, 32)) == {"small_input": True}
     assert model_options_for("alexnet", (1, 28, 28)) == {"small_input": True}
+    assert model_options_for("googlenet", (3, 32, 32)) == {"small_input": True}
     assert model_options_for("vgg11_bn", (3, 64, 64)) == {}
     assert model_options_for("lenet5_modern", (1, 28, 28)) == {}
     base = TrainConfig(epochs=1)

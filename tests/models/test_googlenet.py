@@ -196,3 +196,58 @@ def test_smallest_input_is_torchvisions_and_smaller_inputs_raise() -> None:
 def test_bad_or_conflicting_options_raise(options: dict[str, object]) -> None:
     with torch.device("meta"), pytest.raises(OptionError):
         create_model("googlenet", **options)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)], ids=["28px_grey", "32px"])
+def test_small_input_trains_and_evaluates_on_small_images(shape: tuple[int, int, int]) -> None:
+    torch.manual_seed(0)
+    model = create_model("googlenet", num_classes=42, in_channels=shape[0], small_input=True)
+    x = torch.randn(2, *shape)
+    out = model.train()(x)
+    assert isinstance(out, AuxOutputs)
+    assert [tuple(t.shape) for t in (out.logits, *out.aux_logits)] == [(2, 42)] * 3
+    (out.logits.sum() + sum(a.sum() for a in out.aux_logits)).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        plain = model.eval()(x)
+    assert isinstance(plain, torch.Tensor) and plain.shape == (2, 42)
+    assert torch.isfinite(plain).all()
+
+
+def test_small_input_grids_at_32px() -> None:
+    torch.manual_seed(0)
+    model = create_model("googlenet", num_classes=10, small_input=True).eval()
+    grids = {}
+    hooks = [
+        getattr(model, name).register_forward_hook(
+            lambda module, inputs, output, name=name: grids.update({name: output.shape[-2:]})
+        )
+        for name in ("inception3a", "inception4a", "inception5a")
+    ]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 32, 32))
+    for hook in hooks:
+        hook.remove()
+    assert grids == {"inception3a": (16, 16), "inception4a": (8, 8), "inception5a": (4, 4)}
+
+
+def test_small_input_keeps_the_state_dict_and_takes_28px() -> None:
+    with torch.device("meta"):
+        default, small = create_model("googlenet"), create_model("googlenet", small_input=True)
+    shapes = [{k: tuple(t.shape) for k, t in m.state_dict().items()} for m in (default, small)]
+    assert shapes[0] == shapes[1]
+    assert isinstance(small.maxpool1, nn.Identity) and small.conv1.conv.stride == (1, 1)
+    assert min_input_size("googlenet", small_input=True) <= 28
+
+
+def test_small_input_head_api() -> None:
+    torch.manual_seed(0)
+    model = create_model("googlenet", num_classes=10, small_input=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        assert features.shape == (2, 1024, 4, 4)
+        assert model.forward_head(features, pre_logits=True).shape == (2, 1024)
+    model.reset_classifier(3)
+    out = model.train()(x)
+    assert [tuple(t.shape) for t in (out.logits, *out.aux_logits)] == [(2, 3)] * 3

@@ -349,7 +349,8 @@ def _expire_leases_of_dead_workers(db: sqlite3.Connection) -> None:
     """End at once the leases of workers on this host whose process is gone (killed runs resume
     without waiting for the lease to run out); other hosts' leases expire by time alone."""
     host = socket.gethostname()
-    for (worker,) in db.execute("SELECT DISTINCT worker FROM runs WHERE status = 'running'"):
+    running = db.execute("SELECT DISTINCT worker FROM runs WHERE status = 'running'").fetchall()
+    for (worker,) in running:
         worker_host, _, rest = str(worker).partition(":")
         pid = rest.partition(":")[0]
         if worker_host == host and pid.isdigit() and not process_alive(int(pid)):

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from small_inputs import (
+    SMALL_IMAGES,
+    assert_small_input_takes_28_pixel_images,
+    assert_small_input_trains_and_evaluates,
+)
 from torch import nn
 from torchvision_parity import assert_matches_torchvision
 
@@ -14,7 +19,6 @@ from cnnlab.models import (
     count_parameters,
     create_model,
     min_input_size,
-    model_info,
 )
 from cnnlab.models.alexnet import local_response_norm
 
@@ -155,7 +159,6 @@ def test_grayscale_input_and_reset_classifier() -> None:
 
 # The small-input form: 28x28 grayscale and 32x32 RGB images, as in MNIST and CIFAR-10.
 FAMILY = ["alexnet", "alexnet_original", "zfnet"]
-SMALL_IMAGES = [(1, 28), (3, 32)]
 
 
 @pytest.mark.parametrize(("channels", "side"), SMALL_IMAGES)
@@ -163,23 +166,12 @@ SMALL_IMAGES = [(1, 28), (3, 32)]
 def test_small_input_trains_and_evaluates_on_small_images(
     name: str, channels: int, side: int
 ) -> None:
-    torch.manual_seed(0)
-    model = create_model(name, num_classes=10, in_channels=channels, small_input=True)
-    images = torch.randn(2, channels, side, side)
-    logits = model.train()(images)
-    assert logits.shape == (2, 10)
-    nn.functional.cross_entropy(logits, torch.tensor([3, 7])).backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-    with torch.no_grad():
-        logits = model.eval()(images)
-    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+    assert_small_input_trains_and_evaluates(name, channels, side)
 
 
 @pytest.mark.parametrize("name", FAMILY)
 def test_small_input_is_an_option_and_takes_28_pixel_images(name: str) -> None:
-    assert model_info(name).defaults["small_input"] is False
-    assert min_input_size(name, small_input=True) <= 28
-    check_input_size(name, (1, 28, 28), in_channels=1, small_input=True)
+    assert_small_input_takes_28_pixel_images(name)
 
 
 @pytest.mark.parametrize(

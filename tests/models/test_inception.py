@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from small_inputs import assert_small_input_takes_28_pixel_images
 from torch import nn
 from torch.nn import functional as F
 from torchvision.models import inception as tv_inception
@@ -194,9 +195,7 @@ def test_small_input_keeps_the_parameters_and_state_dict_keys() -> None:
 
 
 def test_small_input_accepts_28x28() -> None:
-    assert min_input_size("inception_v3", small_input=True) <= 28
-    assert min_input_size("inception_v3", small_input=True, in_channels=1) <= 28
-    check_input_size("inception_v3", (1, 28, 28), small_input=True, in_channels=1)
+    assert_small_input_takes_28_pixel_images("inception_v3")
 
 
 def test_small_input_trains_with_aux_logits(low_resolution) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from small_inputs import assert_small_input_takes_28_pixel_images
 from torch import nn
 
 from cnnlab.errors import InputSizeError
@@ -146,9 +147,7 @@ def test_small_input_forward_and_backward(channels: int, side: int, grid: int, m
 
 
 def test_small_input_accepts_28x28() -> None:
-    assert min_input_size("nin", small_input=True) <= 28
-    assert min_input_size("nin", small_input=True, in_channels=1) <= 28
-    check_input_size("nin", (1, 28, 28), small_input=True, in_channels=1)
+    assert_small_input_takes_28_pixel_images("nin")
 
 
 def test_small_input_pre_logits_and_reset_classifier() -> None:

@@ -7,6 +7,11 @@ import itertools
 
 import pytest
 import torch
+from small_inputs import (
+    SMALL_IMAGES,
+    assert_small_input_takes_28_pixel_images,
+    assert_small_input_trains_and_evaluates,
+)
 from torch import nn
 from torchvision_parity import assert_matches_torchvision
 
@@ -16,7 +21,6 @@ from cnnlab.models import (
     count_parameters,
     create_model,
     min_input_size,
-    model_info,
 )
 from cnnlab.models.vgg import CONFIGS, VGG
 
@@ -98,7 +102,6 @@ def test_small_grayscale_input_and_reset_classifier() -> None:
 
 
 # The CIFAR form: 28x28 grayscale and 32x32 RGB images, as in MNIST and CIFAR-10.
-SMALL_IMAGES = [(1, 28), (3, 32)]
 
 
 @pytest.mark.parametrize(("channels", "side"), SMALL_IMAGES)
@@ -106,23 +109,12 @@ SMALL_IMAGES = [(1, 28), (3, 32)]
 def test_small_input_trains_and_evaluates_on_small_images(
     name: str, channels: int, side: int
 ) -> None:
-    torch.manual_seed(0)
-    model = create_model(name, num_classes=10, in_channels=channels, small_input=True)
-    images = torch.randn(2, channels, side, side)
-    logits = model.train()(images)
-    assert logits.shape == (2, 10)
-    nn.functional.cross_entropy(logits, torch.tensor([3, 7])).backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-    with torch.no_grad():
-        logits = model.eval()(images)
-    assert logits.shape == (2, 10) and torch.isfinite(logits).all()
+    assert_small_input_trains_and_evaluates(name, channels, side)
 
 
 @pytest.mark.parametrize("name", VGGS)
 def test_small_input_is_an_option_and_takes_28_pixel_images(name: str) -> None:
-    assert model_info(name).defaults["small_input"] is False
-    assert min_input_size(name, small_input=True) <= 28
-    check_input_size(name, (1, 28, 28), in_channels=1, small_input=True)
+    assert_small_input_takes_28_pixel_images(name)
 
 
 @pytest.mark.parametrize(("side", "pooled"), [(32, [16, 8, 4, 2, 1]), (28, [14, 7, 4, 2, 1])])

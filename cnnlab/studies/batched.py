@@ -71,6 +71,10 @@ def train_point_batched(worker: Worker, records: list[RunRecord]) -> None:
             worker.store.release(record.id, worker.name)
         raise
     except Exception as failure:  # noqa: BLE001 - recorded for every member, the study goes on
+        if worker.stopping.is_set():  # the stop interrupt surfaced as another exception
+            for record in records:
+                worker.store.release(record.id, worker.name)
+            return
         error = f"{type(failure).__name__}: {failure}"
         seconds = (time.perf_counter() - started) / len(records)
         for record in records:

@@ -67,9 +67,10 @@ def work(
         log or (lambda line: None),
         train_images=train_images,
         validation=validation,
+        stopping=parent_gone,
     )
     try:
-        while True:
+        while not parent_gone.is_set():
             if batched_seeds:
                 claimed = store.claim_point(worker, lease_seconds)
                 if claimed:
@@ -118,6 +119,9 @@ class Worker:
     """What one worker process keeps between runs: the store, the mapped data, its identity.
 
     `train_images` and `validation` are the study's (none: all images, scored on the test split).
+    Once `stopping` is set (the parent is gone), a run that ends in an error goes back to
+    `pending` instead of being failed: the stop interrupt may surface as another exception
+    (inside `torch.save`, a `RuntimeError`).
     """
 
     def __init__(
@@ -130,8 +134,10 @@ class Worker:
         *,
         train_images: int | None = None,
         validation: float | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.folder, self.store = folder, store
+        self.stopping = stopping or threading.Event()
         self.name, self.lease, self.log = name, lease, log
         self.train_images, self.validation = train_images, validation
         self._data: dict[str, DataSplits] = {}
@@ -172,6 +178,9 @@ class Worker:
             self.store.release(record.id, self.name)  # the next `study run` resumes it at once
             raise
         except Exception as failure:  # noqa: BLE001 - a failing run is recorded, the study goes on
+            if self.stopping.is_set():
+                self.store.release(record.id, self.name)
+                return
             status, error = "failed", f"{type(failure).__name__}: {failure}"
         self.finish(record, status, history, time.perf_counter() - started, error)
 

@@ -148,7 +148,9 @@ def test_killing_a_runner_stops_its_worker_processes_and_hands_their_runs_back(
 @pytest.mark.slow
 def test_two_runners_on_one_folder_share_the_work_and_do_no_run_twice(tmp_path: Path) -> None:
     spec = tiny_spec(factors={"lr": [0.02, 0.05, 0.2]}, seeds=2)
-    runners = [start_runner(spec, tmp_path) for _ in range(2)]
+    # Each runner claims a second run only once the other holds one: however the processes are
+    # scheduled, both train (one starting before the other has imported torch took all 8 runs).
+    runners = [start_runner(spec, tmp_path, share=True) for _ in range(2)]
     for runner in runners:
         _, errors = runner.communicate(timeout=240)
         assert runner.returncode == 0, errors.decode()[-2000:]

@@ -23,6 +23,7 @@ from statistics import fmean
 
 from common import (
     REPO_ROOT,
+    argument_parser,
     child_env,
     cnnlab_command,
     console,
@@ -54,7 +55,7 @@ CANDIDATES: dict[str, dict] = {
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="Fashion-MNIST IDX folder (default: shared)")
     parser.add_argument("--seeds", default="0,1", help="the choice's seeds")
     parser.add_argument(

@@ -12,8 +12,11 @@ The JPEG archives are unpacked into a temporary folder; then, one after the othe
 Targets: later epochs >= 2.5x faster than the reference on a CPU; with `--device cuda` both
 sides train ResNet-18 on the GPU (the reference with `--arch resnet18 --device cuda`) and the
 goal is >= 5x; test accuracies the same within noise. Without CUDA the GPU run is SKIPPED.
+Both sides train in float32 (the reference has no mixed precision). On the GPU cnnlab also
+trains once in bf16 with channels-last, reported as a second pairing whose name says that the
+precisions differ.
 
-Usage: python bench/cifar10_folders.py [--epochs 3] [--device cuda]
+Usage: python bench/cifar10_folders.py [--epochs 3] [--device cuda] [--strict]
 The last line printed is a JSON summary (targets, results, provenance).
 """
 
@@ -31,6 +34,7 @@ from common import (
     Skipped,
     Target,
     TimedRun,
+    argument_parser,
     child_env,
     cnnlab_command,
     console,
@@ -56,7 +60,7 @@ DEFAULT_MODEL = {"cpu": "lenet5_modern", "cuda": "resnet18"}
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="folder with the two CIFAR-10 JPEG archives")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--size", type=int, default=32, help="image side for both sides")
@@ -86,10 +90,11 @@ def unpack(archives: Path, into: Path) -> Path:
     return into / "cifar10"
 
 
-def cnnlab_config(args: argparse.Namespace, tree: Path, out: Path) -> TrainConfig:
-    """The reference's hyper-parameters in cnnlab's terms."""
+def cnnlab_config(
+    args: argparse.Namespace, tree: Path, out: Path, bf16: bool = False
+) -> TrainConfig:
+    """The reference's hyper-parameters in cnnlab's terms (float32 unless `bf16`)."""
     mean_, std = REFERENCE_NORMALIZATION
-    gpu = args.device == "cuda"
     return TrainConfig(
         model=args.model,
         # lenet5_modern without batch norm is the reference's network layer for layer.
@@ -111,14 +116,19 @@ def cnnlab_config(args: argparse.Namespace, tree: Path, out: Path) -> TrainConfi
         std=std,
         seed=args.seed,
         device=args.device,
-        amp=gpu,
-        channels_last=gpu,
+        amp=bf16,
+        channels_last=bf16,
         out=str(out),
     )
 
 
-def compare(reference: TimedRun, first: TimedRun, cached: TimedRun, device: str) -> tuple:
-    """Epoch times, load times and accuracies of both sides; the targets."""
+def compare(
+    reference: TimedRun, first: TimedRun, cached: TimedRun, device: str, bf16: TimedRun | None
+) -> tuple:
+    """Epoch times, load times and accuracies of both sides; the targets.
+
+    `bf16`: cnnlab's run in bf16 with channels-last (GPU only), a second pairing.
+    """
     ref = reference.rows[-1]
     ref_epochs = [row for _, row in reference.epochs()]
     epochs = [row for _, row in first.epochs()]
@@ -157,11 +167,20 @@ def compare(reference: TimedRun, first: TimedRun, cached: TimedRun, device: str)
         ],
     )
     targets = [
-        Target.at_least("later epochs, reference/cnnlab", speedup, SPEEDUP[device]),
+        Target.at_least("later epochs, reference/cnnlab, both float32", speedup, SPEEDUP[device]),
         Target.within(
             "final test accuracy cnnlab - reference", accuracy_diff, 0.0, ACCURACY_NOISE, " points"
         ),
     ]
+    if bf16 is not None:
+        bf16_later = fmean([row["seconds"] for _, row in bf16.epochs()[1:] or bf16.epochs()])
+        targets.append(
+            Target.at_least(
+                "later epochs, reference float32 / cnnlab bf16 channels-last (precisions differ)",
+                ref["later_epoch_s"] / bf16_later,
+                SPEEDUP[device],
+            )
+        )
     results = {
         "reference": ref,
         "reference_epochs": ref_epochs,
@@ -223,7 +242,12 @@ def main() -> None:
         console.print("cnnlab, warm cache, one epoch ...")
         again = config.replace(epochs=1, out=str(workdir / "again"))
         cached = run_timed(cnnlab_command(again, workdir, "again"), env=env)
-        targets, results = compare(reference, first, cached, args.device)
+        bf16 = None
+        if args.device == "cuda":
+            console.print("cnnlab, bf16 and channels-last ...")
+            mixed = cnnlab_config(args, tree, workdir / "bf16", bf16=True)
+            bf16 = run_timed(cnnlab_command(mixed, workdir, "bf16"), env=env)
+        targets, results = compare(reference, first, cached, args.device, bf16)
     results["model"] = args.model
     if args.device == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()

@@ -50,12 +50,28 @@ def shared_path(relative: str, what: str) -> Path:
     return path
 
 
+def argument_parser(description: str) -> argparse.ArgumentParser:
+    """A benchmark's argument parser, with the `--strict` flag every benchmark takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--strict", action="store_true", help="exit with status 1 when any target FAILs"
+    )
+    return parser
+
+
 def run_main(main: Callable[[], None]) -> None:
-    """Run a benchmark's `main`; a `Skipped` one says SKIPPED and why in its last line (status 0)."""
+    """Run a benchmark's `main`; a `Skipped` one says SKIPPED and why in its last line (status 0).
+
+    With `--strict` on the command line, a target that FAILed (as `print_summary` printed it)
+    makes the exit status 1; a target not measured does not.
+    """
     try:
         main()
     except Skipped as reason:
         console.print(f"[yellow]SKIPPED:[/] {reason}")
+    if "--strict" in sys.argv[1:] and _FAILED:
+        console.print(f"[red]--strict:[/] {len(_FAILED)} target(s) failed: {', '.join(_FAILED)}")
+        sys.exit(1)
 
 
 def load_average() -> float:
@@ -280,10 +296,15 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
     console.print(table)
 
 
+_FAILED: list[str] = []  # the targets `print_summary` printed as FAIL, for `--strict`
+
+
 def print_summary(benchmark: str, targets: Sequence[Target], results: dict, meta: dict) -> None:
     """Each target's PASS/FAIL line, then the JSON summary as the very last line."""
     for target in targets:
         console.print(target.line())
+        if target.passed is False:
+            _FAILED.append(target.name)
     summary = {
         "benchmark": benchmark,
         "targets": [target.to_dict() for target in targets],

@@ -29,6 +29,7 @@ from common import (
     REPO_ROOT,
     Target,
     TimedRun,
+    argument_parser,
     cnnlab_command,
     console,
     print_summary,
@@ -54,7 +55,7 @@ FAST_SEEDS = "3,4,5"  # bench/choose_fast_recipe.py chose the recipe with seeds 
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argument_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="Fashion-MNIST IDX folder (default: shared)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of the textbook recipe")
     parser.add_argument(

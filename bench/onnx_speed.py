@@ -2,16 +2,17 @@
 
 The network is exported with `cnnlab.deploy.export.export_onnx` (so the export is checked
 against PyTorch first), then both run the same images in alternating blocks, so a busy
-neighbour on shared cores slows both sides alike. Both use the same number of threads.
+neighbour on shared cores slows both sides alike. Both use the same number of threads:
+PyTorch's `torch.get_num_threads()` is given to onnxruntime as its intra-op threads (one
+inter-op thread), and the table shows both counts.
 Target: onnxruntime at least as fast as PyTorch eager (median latency ratio >= 1).
 
-Usage: python bench/onnx_speed.py [--runs 60]
+Usage: python bench/onnx_speed.py [--runs 60] [--strict]
 The last line printed is a JSON summary (targets, results, provenance).
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from statistics import median
 import torch
 from common import (
     Target,
+    argument_parser,
     console,
     print_summary,
     print_table,
@@ -60,7 +62,7 @@ def latencies(run, image: torch.Tensor, count: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argument_parser(__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=60, help="timed runs per side")
     args = parser.parse_args()
     state = checkpoint_state()
@@ -68,7 +70,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "resnet18.onnx"
         report = export_onnx(state, path)
-        onnx_model = OnnxModel(path)
+        threads = torch.get_num_threads()
+        onnx_model = OnnxModel(path, threads=threads)
+        ort_threads = onnx_model.session.get_session_options().intra_op_num_threads
         model = create_model(MODEL).eval()
         model.load_state_dict(state["model_state"])
         image = torch.randn(1, 3, SIZE, SIZE)
@@ -87,13 +91,18 @@ def main() -> None:
     medians = {side: median(times) * 1000 for side, times in timed.items()}
     ratio = medians["pytorch"] / medians["onnxruntime"]
     print_table(
-        f"{MODEL} {SIZE}x{SIZE}, batch 1, {torch.get_num_threads()} threads",
+        f"{MODEL} {SIZE}x{SIZE}, batch 1, PyTorch {threads} threads, onnxruntime {ort_threads}",
         ["runtime", "median ms", "runs"],
         [(side, medians[side], len(timed[side])) for side in timed],
     )
     console.print(f"export checked: max abs diff {report.max_abs_diff:.2e} over 4 images")
     targets = [Target.at_least("onnxruntime speed-up over PyTorch eager", ratio, 1.0)]
-    results = {"median_ms": medians, "ratio": ratio, "max_abs_diff": report.max_abs_diff}
+    results = {
+        "median_ms": medians,
+        "ratio": ratio,
+        "max_abs_diff": report.max_abs_diff,
+        "threads": {"pytorch": threads, "onnxruntime": ort_threads},
+    }
     print_summary("onnx_speed", targets, results, provenance({"weights": "initial, seed 0"}))
 
 

@@ -222,14 +222,20 @@ def float32_rounding(module: nn.Module, batches: Sequence[Tensor]) -> float:
     return largest
 
 
-def _session(model: bytes | str):
-    """An onnxruntime CPU session for a serialized model or a file."""
+def _session(model: bytes | str, threads: int | None = None):
+    """An onnxruntime CPU session for a serialized model or a file.
+
+    `threads` sets onnxruntime's intra-op threads (None: its default, one per physical core).
+    """
     try:
         import onnxruntime
     except ImportError:
         raise ExportError(f"running ONNX models needs onnxruntime; {INSTALL_HINT}") from None
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only: no notes about graph optimizations
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
@@ -237,16 +243,17 @@ class OnnxModel(nn.Module):
     """An exported cnnlab network run by onnxruntime (on the CPU), called like the PyTorch one.
 
     `takes_uint8` is True when the graph normalizes its input itself (`--include-preprocessing`):
-    it is then given uint8 images, otherwise normalized float32 images.
+    it is then given uint8 images, otherwise normalized float32 images. `threads`: onnxruntime's
+    intra-op threads (None: its default).
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
         super().__init__()
         self.path = Path(path)
         if not self.path.is_file():
             raise CheckpointError(f"{self.path}: no such ONNX file")
         try:
-            self.session = _session(str(self.path))
+            self.session = _session(str(self.path), threads)
         except ExportError:
             raise
         except Exception as error:  # onnxruntime's own exception types are not importable

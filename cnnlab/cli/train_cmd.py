@@ -85,7 +85,7 @@ def run_to_the_end(
     """Run the training `start` begins; an interrupt (Ctrl-C, SIGTERM) or a diverged run ends
     the command with its exit code, saying how `command` goes on from `folder`."""
     try:
-        with _sigterm_as_interrupt(), warnings.catch_warnings():
+        with _signals_as_interrupt(), warnings.catch_warnings():
             if quiet:
                 warnings.simplefilter("ignore", CnnlabWarning)
             result = start()
@@ -104,17 +104,24 @@ def run_to_the_end(
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler or `kill` stopping the run) handled as Ctrl-C is."""
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler or `kill` stopping the run) and SIGINT handled as Ctrl-C is.
+
+    SIGINT is set explicitly: a shell starts background jobs (`cnnlab train ... &`) with it
+    ignored, and `kill -INT` must still stop the run with its last epoch saved.
+    """
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {
+        signum: signal.signal(signum, interrupt) for signum in (signal.SIGTERM, signal.SIGINT)
+    }
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _interrupted_message(folder: Path, command: str) -> str:

@@ -14,6 +14,7 @@ import math
 import multiprocessing
 import os
 import platform
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -103,6 +104,9 @@ def stop_with_parent(grace_seconds: float = 30.0) -> threading.Event:
     parent = multiprocessing.parent_process()
     if parent is None:
         return gone
+    # `interrupt_main` does nothing while SIGINT is ignored, as it is in a process started in
+    # the background by a shell (`cnnlab study run ... &`): raise KeyboardInterrupt for it here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch() -> None:
         parent.join()  # returns when the parent process has exited

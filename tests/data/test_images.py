@@ -94,6 +94,14 @@ def test_a_header_claiming_too_many_pixels_is_one_error_naming_the_file(
     assert "\n" not in str(refused.value)
 
 
+def test_a_jpeg_header_claiming_too_many_pixels_is_refused_before_libjpeg_turbo() -> None:
+    data = bytearray(noise_jpeg("RGB", 1))
+    frame = data.index(b"\xff\xc0") + 5  # baseline frame header: length, precision, H, W
+    data[frame : frame + 4] = (60_000).to_bytes(2, "big") * 2
+    with pytest.raises(ImageTooLarge, match=r"60000x60000 pixels \(3600 MP\); the limit is 89 MP"):
+        read_image(bytes(data))
+
+
 def test_the_pixel_cap_can_be_lowered() -> None:
     data = encode(Image.new("RGB", (100, 60)), "PNG")
     assert read_image(data, max_pixels=6000).shape == (3, 60, 100)

@@ -33,9 +33,7 @@ def _skip_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if "bomb.png" in line]
 
 
-def test_train_skips_the_file_in_one_line_then_predict_does_too(
-    tree: Path, tmp_path: Path
-) -> None:
+def test_train_skips_the_file_in_one_line_then_predict_does_too(tree: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["train", "-m", "lenet5_modern", "-d", f"folder:{tree}", "--channels", "1", "-e", "1"]
     trained = CliRunner().invoke(app, [*args, "--val-fraction", "0.34", "-o", str(run)])

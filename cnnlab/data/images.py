@@ -86,9 +86,10 @@ def read_image(
     name = None if isinstance(source, bytes | bytearray) else str(source)
     data = source if name is None else _read_bytes(source)
     tensor = None
-    header = _baseline_jpeg_size(data) if formats is None or "JPEG" in formats else None
-    if header is not None and _decode_jpeg is not None:
-        _check_pixels(*header, name, max_pixels)
+    jpeg = _decode_jpeg is not None and (formats is None or "JPEG" in formats)
+    frame_size = _jpeg_frame_size(data) if jpeg else None
+    if frame_size is not None:
+        _check_pixels(*frame_size, name, max_pixels)
         tensor = _libjpeg_turbo(data, channels)
     if tensor is None:
         with _open(data, name, max_pixels, formats) as image:
@@ -179,7 +180,7 @@ def _check_pixels(width: int, height: int, name: str | None, max_pixels: int | N
         )
 
 
-def _baseline_jpeg_size(data: bytes | bytearray) -> tuple[int, int] | None:
+def _jpeg_frame_size(data: bytes | bytearray) -> tuple[int, int] | None:
     """(width, height) of an 8-bit JPEG with 1 or 3 components (gray, YCbCr or RGB), read from
     its frame header; None for anything else (CMYK, 12-bit, not a JPEG), which PIL decodes.
 

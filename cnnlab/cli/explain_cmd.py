@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from cnnlab.cli import app, console, print_table
+from cnnlab.cli import app, console, error_console, print_table
 from cnnlab.engine.checkpoint import model_from_checkpoint
 from cnnlab.engine.distributed import resolve_device
 from cnnlab.errors import OptionError
@@ -19,10 +19,11 @@ from cnnlab.explain.files import (
     ExplainedFiles,
     explain_files,
     explanation_figures,
+    output_stems,
     parse_methods,
     write_figures,
 )
-from cnnlab.explain.inputs import load_image_files
+from cnnlab.explain.inputs import ImageFiles, load_image_files
 from cnnlab.explain.methods import METHODS
 from cnnlab.explain.render import feature_maps_figure, filters_figure, sanity_figure
 from cnnlab.explain.sanity import (
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 CHECKPOINT_HELP = "A checkpoint file, or a run folder (its best.pt, else last.pt)."
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda or mps."
 SANITY_IMAGES = 16  # each randomization step explains every image again
+FEATURE_IMAGES = 16  # feature-map grids drawn for a folder, at most
 LAYER_HELP = "auto (the last feature block) or a module name such as layer4 or features.s4."
 
 
@@ -68,8 +70,7 @@ def explain_command(
     result = explain_files(
         model, state, images, methods, target=target, layer=layer, device=torch_device
     )
-    for note in result.images.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    _print_notes(result.images)
     report = None
     if sanity:
         explained = next(iter(result.explanations.values())).targets[:SANITY_IMAGES]
@@ -95,13 +96,17 @@ def explain_command(
 @app.command("features")
 def features_command(
     checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
-    image: Path | None = typer.Argument(None, help="The image whose feature maps to draw."),
+    image: Path | None = typer.Argument(
+        None,
+        help=f"The image, or a folder of images (the first {FEATURE_IMAGES}, by path), whose "
+        "feature maps to draw: one grid per image.",
+    ),
     layer: str | None = typer.Option(None, "--layer", help=LAYER_HELP),
     filters: bool = typer.Option(False, "--filters", help="Draw the first convolution's filters."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the PNG figures."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
-    """A grid of one layer's feature maps for an image, and/or the first layer's filters."""
+    """A grid of one layer's feature maps per image, and/or the first layer's filters."""
     if layer is None and not filters:
         raise OptionError("give --layer NAME (with an IMAGE) to draw feature maps, or --filters")
     if layer is not None and image is None:
@@ -110,12 +115,20 @@ def features_command(
     model, state = model_from_checkpoint(checkpoint, device=torch_device)
     figures: dict[str, Figure] = {}
     if layer is not None and image is not None:
-        files = load_image_files([image], state, torch_device)
-        for note in files.notes:
-            console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-        name, maps = feature_maps(model, files.inputs[:1], layer)
-        title = f"{state['model_name']} {name}\n{files.paths[0].name}: {len(maps)} maps"
-        figures[f"{files.paths[0].stem}.{name}.png"] = feature_maps_figure(maps, title)
+        files = load_image_files([image], state, torch_device, limit=FEATURE_IMAGES)
+        _print_notes(files)
+        if files.unread:
+            console.print(
+                f"[yellow]note:[/] {files.unread} more file(s) in {image} not drawn: at most "
+                f"{FEATURE_IMAGES} images are drawn, the first by path",
+                highlight=False,
+                soft_wrap=True,
+            )
+        stems = output_stems(files.paths)
+        for index, (path, stem) in enumerate(zip(files.paths, stems, strict=True)):
+            name, maps = feature_maps(model, files.inputs[index : index + 1], layer)
+            title = f"{state['model_name']} {name}\n{path.name}: {len(maps)} maps"
+            figures[f"{stem}.{name}.png"] = feature_maps_figure(maps, title)
     if filters:
         name, weight = first_conv_filters(model)
         size = "x".join(map(str, weight.shape[2:]))
@@ -123,6 +136,14 @@ def features_command(
         figures["filters.png"] = filters_figure(weight, title)
     for path in write_figures(figures.items(), out):
         console.print(f"wrote {path}")
+
+
+def _print_notes(files: ImageFiles) -> None:
+    """A red line per skipped file (on stderr, as `predict` does), a yellow one per note."""
+    for problem in files.skipped:
+        error_console.print(f"[red]skipped:[/] {problem}", highlight=False, soft_wrap=True)
+    for note in files.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
 
 
 def _explained_table(result: ExplainedFiles) -> Table:

@@ -3,15 +3,16 @@
 A list of image files is decoded once, at the resolution and channel count asked for, into one
 uint8 `(N, C, H, W)` array saved as `.npy` in `$CNNLAB_CACHE/images` (`$CNNLAB_CACHE` defaults
 to `~/.cache/cnnlab`) and opened as a memory map on every later load. The entry's name hashes
-the file list with each file's size and modification time, the resolution and the channels: a
-changed file gives a new entry, an unchanged tree is never decoded twice. Entries are written to
-a temporary file and moved into place with `os.replace`, metadata last, so an interrupted decode
-leaves nothing a later run could take for a finished entry.
+the file list with each file's size and modification time, the resolution, the channels and the
+decoder's version (`cnnlab.data.images.DECODER_VERSION`): a changed file, or a change in how
+files are decoded, gives a new entry; an unchanged tree is never decoded twice. Entries are
+written to a temporary file and moved into place with `os.replace`, metadata last, so an
+interrupted decode leaves nothing a later run could take for a finished entry.
 
-JPEGs (sniffed by content, not by name) are decoded by torchvision's libjpeg-turbo op, about
-twice as fast as PIL on small images; every other format, and any JPEG that op rejects, goes
-through PIL (`read_image`). Both release the GIL while decoding, so a few threads share the work. Files neither can read are skipped with a
-`SkippedFileWarning` and listed in the entry, so later loads report them without re-reading.
+Each file goes through the one decoder, `cnnlab.data.images.read_image`, whose decoders release
+the GIL, so a few threads share the work. Files it refuses (not an image, corrupt, too large)
+are skipped with a `SkippedFileWarning` and listed in the entry, so later loads report them
+without re-reading.
 """
 
 from __future__ import annotations
@@ -32,12 +33,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from rich.console import Console
 from rich.progress import Progress
-from torchvision.io import ImageReadMode
 
-from cnnlab.data.images import read_image, resize_uint8
+from cnnlab.data.images import DECODER_VERSION, ImageError, native_shape, read_image, resize_uint8
 from cnnlab.errors import CnnlabWarning, DataError
 from cnnlab.fileio import writable_directory
 
@@ -45,10 +44,6 @@ CACHE_FORMAT = 1
 DEFAULT_IMAGE_SIZE = 224
 """Side length used when the images of a tree differ in size and no size was asked for."""
 
-_JPEG_MAGIC = b"\xff\xd8\xff"
-# torchvision's libjpeg-turbo op, called directly: its wrapper `torchvision.io.decode_jpeg` is
-# deprecated since 0.29 and warns on every call. Without the op, PIL decodes everything.
-_decode_jpeg = getattr(getattr(torch.ops, "image", None), "decode_jpeg", None)
 _CHUNK = 256  # files per decoding task
 _PROGRESS_FROM = 2_000  # show a progress bar from this many files on
 _CACHE_FIX = "point $CNNLAB_CACHE at a writable folder"
@@ -107,8 +102,10 @@ def cached_tensors(
 
 
 def cache_key(paths: Sequence[str | Path], size: int | None, channels: int) -> str:
-    """Hash of the file list (path, size, mtime of each file), the resolution and the channels."""
-    digest = hashlib.sha256(f"cnnlab-images/{CACHE_FORMAT}/{size}/{channels}\n".encode())
+    """Hash of the file list (path, size, mtime of each file), the resolution, the channels and
+    the decoder's version."""
+    key = f"cnnlab-images/{CACHE_FORMAT}/decoder-{DECODER_VERSION}/{size}/{channels}\n"
+    digest = hashlib.sha256(key.encode())
     for path in paths:
         try:
             stat = os.stat(path)
@@ -230,12 +227,11 @@ def _temporary_file(directory: Path, suffix: str) -> Iterator[Path]:
 
 
 def _first_image_size(paths: Sequence[str | Path]) -> tuple[int, int]:
-    """(height, width) of the first file whose header PIL can read (a guess; decoding checks)."""
+    """Upright (height, width) of the first file whose header reads (a guess; decoding checks)."""
     for path in paths:
         try:
-            with Image.open(path) as image:
-                return image.height, image.width
-        except (OSError, ValueError, SyntaxError):
+            return native_shape(path)[1:]
+        except DataError:
             continue
     return DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE
 
@@ -266,9 +262,9 @@ def _decode_to_file(
             if mixed_sizes.is_set():
                 break
             try:
-                image = _decode_file(paths[position], channels)
-            except DataError as error:
-                skipped.append((position, SkippedFile(str(paths[position]), _reason(error))))
+                image = read_image(paths[position], channels)
+            except ImageError as error:
+                skipped.append((position, SkippedFile(str(paths[position]), error.reason)))
                 continue
             sizes[position] = image.shape[1:]
             if tuple(image.shape[1:]) != shape:
@@ -288,44 +284,6 @@ def _decode_to_file(
     if mixed_sizes.is_set():
         raise _MixedSizes
     return sizes, sorted(skipped, key=lambda item: item[0])
-
-
-def _decode_file(path: str | Path, channels: int) -> torch.Tensor:
-    """One file to uint8 `(channels, H, W)`: libjpeg-turbo for JPEGs, PIL for the rest."""
-    data = _read_bytes(path)
-    if _decode_jpeg is not None and data.startswith(_JPEG_MAGIC):
-        # Native channels unless gray is asked for: asking for RGB costs a third more time.
-        mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.UNCHANGED
-        try:
-            image = _decode_jpeg(torch.frombuffer(data, dtype=torch.uint8), mode.value, False)
-        except RuntimeError:
-            image = None
-        if image is not None and image.shape[0] in (1, 3):
-            return image.expand(channels, -1, -1) if image.shape[0] != channels else image
-        # CMYK, YCCK and JPEGs libjpeg-turbo rejects: PIL has the last word.
-    return read_image(path, channels)
-
-
-def _read_bytes(path: str | Path) -> bytearray:
-    """The file's bytes, writable so that torch can wrap them without a copy.
-
-    Raw `os` calls take half the time of `Path.read_bytes` on small files.
-    """
-    try:
-        descriptor = os.open(path, os.O_RDONLY)
-        try:
-            data = bytearray(os.fstat(descriptor).st_size)
-            size = os.readv(descriptor, [data])
-        finally:
-            os.close(descriptor)
-    except OSError as error:
-        raise DataError(f"{path}: cannot read file ({error.strerror})") from None
-    return data[:size] if size < len(data) else data
-
-
-def _reason(error: DataError) -> str:
-    """The part of a `read_image` message after the path it starts with."""
-    return str(error).split(": ", 1)[-1]
 
 
 def _compact(path: Path, kept: list[int]) -> None:

@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from cnnlab import __version__
 from cnnlab.deploy.limits import BodySizeLimit, InferencePool, ServerBusy
 from cnnlab.deploy.served import ServedModel
-from cnnlab.deploy.uploads import UploadError, check_decompression_bombs
+from cnnlab.deploy.uploads import UploadError
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import METHODS
 
@@ -58,7 +58,6 @@ def create_app(
     queue: int = DEFAULT_QUEUE,
 ) -> FastAPI:
     """The FastAPI application serving `models` (name -> model)."""
-    check_decompression_bombs()
     pool = InferencePool(workers, queue)
     page = files("cnnlab.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
 

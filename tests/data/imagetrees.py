@@ -6,6 +6,8 @@ that every decoded image sits beside the label of the file it was decoded from.
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import torch
@@ -46,3 +48,17 @@ def write_class_tree(
         for index in range(count):
             write_image(root / name / f"{index:04d}{suffix}", pixel_code(label, index), size)
     return root
+
+
+def png_header_claiming(width: int, height: int) -> bytes:
+    """A tiny valid-looking PNG whose header claims `width`x`height` (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    pixels = zlib.compress(b"\x00" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )

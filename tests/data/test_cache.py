@@ -10,7 +10,7 @@ import pytest
 import torch
 from imagetrees import pixel_code, write_class_tree, write_image
 
-from cnnlab.data import SkippedFileWarning, decode_images, load_dataset
+from cnnlab.data import SkippedFileWarning, cache, decode_images, load_dataset
 from cnnlab.data.cache import cache_key
 from cnnlab.errors import DataError
 
@@ -62,6 +62,21 @@ def test_key_covers_resolution_channels_and_file_list(tmp_path: Path, cache_dir:
         cache_key(files[:-1], None, 3),
     }
     assert len(keys) == 4
+
+
+def test_a_new_decoder_version_decodes_again(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry decoded the old way is never reused once decoding changes."""
+    files = image_files(write_class_tree(tmp_path / "tree", {"a": 3}))
+    decode_images(files, size=None, channels=3)
+    old = cache_key(files, None, 3)
+    assert set(entries(cache_dir)) == {f"{old}.npy"}
+
+    monkeypatch.setattr(cache, "DECODER_VERSION", cache.DECODER_VERSION + 1)
+    new = cache_key(files, None, 3)
+    decode_images(files, size=None, channels=3)
+    assert new != old and set(entries(cache_dir)) == {f"{old}.npy", f"{new}.npy"}
 
 
 def test_cache_entry_is_the_memory_mapped_array(tmp_path: Path, cache_dir: Path) -> None:

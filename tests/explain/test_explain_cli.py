@@ -1,8 +1,9 @@
-"""`cnnlab explain` and `cnnlab features` end to end: figures written, bad input refused in one
-line with nothing written."""
+"""`cnnlab explain` and `cnnlab features` end to end: figures written, bad options refused in one
+line with nothing written, unreadable files skipped with a line each while the others go on."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from cnnlab.cli import app
+from cnnlab.cli import app, explain_cmd
 from cnnlab.engine.checkpoint import save_checkpoint
 from cnnlab.models import create_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from imagetrees import png_header_claiming  # noqa: E402
 
 CLASSES = ["zero", "one", "two"]
 
@@ -135,8 +139,6 @@ def test_cam_on_a_network_with_global_average_pooling(
         ("explain", ["--target", "seven"],
          "unknown class 'seven'; give 'predicted', an index from 0 to 2"),
         ("explain", ["--target", "3"], "unknown class '3'"),
-        ("explain", ["extra-missing.png"], "extra-missing.png: no such file"),
-        ("explain", ["bad"], "bad.png: not a readable image"),
         ("features", ["--layer", "features.s9"],
          "unknown layer 'features.s9'; layers with feature maps: features.c1, "),
         ("features", ["--layer", "classifier.c5"],
@@ -157,6 +159,40 @@ def test_bad_input_is_one_line_and_writes_nothing(
     arguments = [str(pictures["bad"]) if argument == "bad" else argument for argument in arguments]
     result = _invoke(runner, command, lenet, pictures["gray"], *arguments, "--out", out)
     _assert_refused(result, message, out)
+
+
+def test_unreadable_files_are_skipped_with_a_line_each_and_the_others_explained(
+    runner: CliRunner, lenet: Path, pictures: dict[str, Path], tmp_path: Path
+) -> None:
+    bomb = tmp_path / "pictures" / "bomb.png"
+    bomb.write_bytes(png_header_claiming(100_000, 100_000))
+    out = tmp_path / "out"
+    result = _invoke(
+        runner, "explain", lenet, pictures["bad"], bomb, pictures["gray"], "missing.png", "-o", out
+    )
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in out.iterdir()} == {"gray.gradcam.png"}
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("skipped: ") for line in lines)
+    assert "bad.png: not a readable image" in lines[0]
+    assert "bomb.png: image too large to decode safely" in lines[1]
+    assert "missing.png: no such file" in lines[2]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (["bad"], "bad.png: not a readable image"),
+        (["missing.png"], "missing.png: no such file"),
+        (["bad", "missing.png"], "none of the 2 files is usable (first: "),
+    ],
+)
+def test_no_usable_file_is_one_line_and_writes_nothing(
+    runner: CliRunner, lenet: Path, pictures: dict[str, Path], tmp_path: Path, files, message
+) -> None:
+    out = tmp_path / "out"
+    paths = [pictures["bad"] if name == "bad" else name for name in files]
+    _assert_refused(_invoke(runner, "explain", lenet, *paths, "--out", out), message, out)
 
 
 def test_a_shared_activation_is_refused(
@@ -191,3 +227,27 @@ def test_features_draws_a_layer_and_the_first_filters(
     assert result.exit_code == 0, result.output
     assert {path.name for path in out.iterdir()} == {"color.layer1.png", "filters.png"}
     assert min(_png_size(out / "filters.png")) > 200
+
+
+def test_features_of_a_folder_draw_a_grid_per_image_up_to_the_cap(
+    runner: CliRunner,
+    resnet: Path,
+    pictures: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = pictures["gray"].parent  # bad.png, color.png, gray.png
+    out = tmp_path / "features"
+    result = _invoke(runner, "features", resnet, folder, "--layer", "layer1", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in out.iterdir()} == {"color.layer1.png", "gray.layer1.png"}
+    assert "skipped: " in result.stderr and "bad.png" in result.stderr
+    assert "not drawn" not in result.stdout
+
+    monkeypatch.setattr(explain_cmd, "FEATURE_IMAGES", 1)
+    capped = tmp_path / "capped"
+    result = _invoke(runner, "features", resnet, folder, "--layer", "layer1", "-o", capped)
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in capped.iterdir()} == {"color.layer1.png"}
+    note = f"note: 1 more file(s) in {folder} not drawn: at most 1 images are drawn, the first"
+    assert note in result.stdout

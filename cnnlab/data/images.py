@@ -46,9 +46,6 @@ SIXTEEN_BIT_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 _decode_jpeg = getattr(getattr(torch.ops, "image", None), "decode_jpeg", None)
 _UNCHANGED = 0  # torchvision.io.ImageReadMode.UNCHANGED: the file's own channels
 
-# Pillow warns while opening a file of more than `Image.MAX_IMAGE_PIXELS` pixels; `read_image`
-# refuses such a file itself with one error naming it, which the warning would only repeat.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageError(DataError):
@@ -155,8 +152,12 @@ def _open(
 ) -> Image.Image:
     """The image's header, opened by Pillow, checked against the pixel cap."""
     try:
-        image = Image.open(io.BytesIO(data), formats=formats)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        # Pillow warns while opening a file of more than `Image.MAX_IMAGE_PIXELS` pixels; such
+        # a file is refused below with one error naming it, which the warning would only repeat.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=formats)
+    except Image.DecompressionBombError as error:
         raise ImageTooLarge(name, f"image too large to decode safely ({error})") from None
     except UnidentifiedImageError:
         raise NotAnImage(name, "not a readable image (no image format Pillow reads)") from None

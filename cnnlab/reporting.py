@@ -60,7 +60,13 @@ class Difference:
         return self.low > 0 or self.high < 0
 
     def text(self, digits: int = 3) -> str:
-        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+        low, high = signed(self.low, digits), signed(self.high, digits)
+        return f"{signed(self.mean, digits)} [{low}, {high}]"
+
+
+def signed(value: float, digits: int = 3) -> str:
+    """`+0.012`, `-0.004`; a value that rounds to zero reads `+0.000`, never `-0.000`."""
+    return f"{round(value, digits) + 0.0:+.{digits}f}"
 
 
 def difference(a: Stat, b: Stat, confidence: float = 0.95) -> Difference | None:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from cnnlab.fileio import atomic_write_text
-from cnnlab.reporting import Table, html_page, png_data_uri
+from cnnlab.reporting import Table, html_page, png_data_uri, signed
 from cnnlab.studies.figures import plot_curves, plot_factor, plot_heat_map
 from cnnlab.studies.reference import BASE, BEST, agreement
 from cnnlab.studies.results import METRICS, StudyResults, Summary, load_results, metric_names
@@ -143,7 +143,7 @@ def reference_table(results: StudyResults) -> tuple[Table, str]:
                 continue
             stat = measured.metrics[metric]
             verdict = agreement(stat, published[column]) if stat.n else "not run"
-            delta = "-" if not stat.n else f"{stat.mean - published[column]:+.3f}"
+            delta = "-" if not stat.n else signed(stat.mean - published[column])
             name = metric_names(results.split)[metric]
             rows.append([label, name, stat.text(), f"{published[column]:.3f}", delta, verdict])
             if column == "test_acc":

@@ -70,8 +70,12 @@ def claim_only_after_another_runner(timeout: float = 180.0) -> None:
 
     def claim(self: StudyStore, worker: str, lease_seconds: float):
         deadline = time.monotonic() + timeout
-        while claimed and time.monotonic() < deadline and not self._query(
-            "SELECT 1 FROM runs WHERE worker IS NOT NULL AND worker != ? LIMIT 1", (worker,)
+        while (
+            claimed
+            and time.monotonic() < deadline
+            and not self._query(
+                "SELECT 1 FROM runs WHERE worker IS NOT NULL AND worker != ? LIMIT 1", (worker,)
+            )
         ):
             time.sleep(0.05)
         record = original(self, worker, lease_seconds)

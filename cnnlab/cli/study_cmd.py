@@ -19,7 +19,14 @@ from cnnlab.compare.report import markdown_table
 from cnnlab.reporting import Table as ReportTable
 from cnnlab.studies.best import run_best
 from cnnlab.studies.progress import clock
-from cnnlab.studies.report import REPORT_FOLDER, best_table, factor_table, grid_table, write_report
+from cnnlab.studies.report import (
+    REPORT_FOLDER,
+    best_table,
+    factor_table,
+    grid_table,
+    reference_table,
+    write_report,
+)
 from cnnlab.studies.results import load_results
 from cnnlab.studies.runner import run_study
 from cnnlab.studies.store import STATUSES, open_existing
@@ -70,6 +77,10 @@ def report_command(folder: Path = typer.Argument(..., help="Study folder.")) -> 
         for factor, rows in results.factors.items():
             _print_rich(factor_table(factor, rows, results.split))
     _print_rich(best_table(results))
+    if results.spec.get("reference"):
+        table, count = reference_table(results)
+        _print_rich(table)
+        console.print(f"{count}.")
     console.print(f"wrote {page.parent / 'report.md'} and {page}")
 
 

@@ -116,7 +116,9 @@ def plot_heat_map(
     axes = figure.add_subplot()
     image = axes.imshow(np.ma.masked_invalid(means), cmap="viridis", aspect="auto")
     for (i, j), text in texts.items():
-        axes.text(j, i, text, ha="center", va="center", fontsize=7, color="white")
+        bright = image.norm(means[i, j]) > 0.5  # viridis runs from dark blue to yellow
+        color = "black" if bright else "white"
+        axes.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
     axes.set_xticks(range(len(columns)), [_text(v) for v in columns])
     axes.set_yticks(range(len(rows)), [_text(v) for v in rows])
     axes.set_xlabel(factors[1])

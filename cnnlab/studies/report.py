@@ -301,5 +301,5 @@ def headline(results: StudyResults) -> str:
     chance = "" if results.classes is None else f"; chance is 1/{results.classes} classes"
     return (
         f"{spec['base']['model']} on {spec['base']['data']}, mode {spec['mode']}, "
-        f"{len(seeds)} seeds, {epochs} epochs per run (base), {scored}{chance}; runs: {shown}."
+        f"{len(seeds)} seed{'' if len(seeds) == 1 else 's'}, {epochs} epochs per run (base), {scored}{chance}; runs: {shown}."
     )

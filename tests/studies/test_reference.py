@@ -64,6 +64,8 @@ def test_the_report_sets_each_published_row_beside_the_measured_one(tmp_path: Pa
     html = page.read_text()
     assert "<td>lr=0.05</td><td>test acc</td><td>0.610 ± 0.010</td><td>0.640</td>" in html
     assert "2 of 3 published test-accuracy rows agree." in html
+    shown = CliRunner().invoke(app, ["study", "report", str(folder)], terminal_width=250)
+    assert shown.exit_code == 0 and "2 of 3 published test-accuracy rows agree." in shown.output
 
 
 @pytest.mark.parametrize(

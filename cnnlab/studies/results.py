@@ -174,8 +174,8 @@ def load_results(folder: str | Path) -> StudyResults:
         rows = []
         for value in listed:
             members = [r for r in study_runs if _has(r, factor, value, base, grid)]
-            is_base = not grid and _same(value, base[factor])
-            label = value_text(value) + (" (base)" if _same(value, base[factor]) else "")
+            is_base = not grid and _same(value, base[factor])  # a marginal mean is no base
+            label = value_text(value) + (" (base)" if is_base else "")
             rows.append(summarize(members, epochs, value, label, is_base=is_base))
         factors[factor] = rows
     if grid:

@@ -157,4 +157,9 @@ def test_a_grid_shows_every_combination_a_heat_map_and_labelled_marginal_means(
     assert "lr: marginal mean over batch_size (every run with the value" in markdown
     assert "| 0.05 | 6 | 0 | 0 |" in markdown  # 2 cells x 3 seeds
     assert "Best value per factor" not in markdown and "| lr=0.05,batch_size=16 |" in markdown
+    # the base has one accuracy in the whole report: its cell's
+    assert [line for line in markdown.splitlines() if "(base) |" in line] == [
+        "| 0.1 | 32 | 3 | 0 | 0 | 0.490 ± 0.010 | 0.510 ± 0.010 | 0.510 ± 0.010 | (base) | base |"
+    ]
+    assert "| lr=0.05,batch_size=16 | 0.910 ± 0.010 | 0.510 ± 0.010 |" in markdown
     assert (page.parent / "grid.png").read_bytes()[:4] == b"\x89PNG"

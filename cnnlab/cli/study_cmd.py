@@ -16,10 +16,17 @@ from cnnlab.compare import (
 )
 from cnnlab.compare import write_report as write_comparison_report
 from cnnlab.compare.report import markdown_table
+from cnnlab.reporting import Table as ReportTable
 from cnnlab.studies.best import run_best
 from cnnlab.studies.progress import clock
-from cnnlab.studies.report import REPORT_FOLDER, best_table, factor_table, write_report
-from cnnlab.studies.report import Table as ReportTable
+from cnnlab.studies.report import (
+    REPORT_FOLDER,
+    best_table,
+    factor_table,
+    grid_table,
+    reference_table,
+    write_report,
+)
 from cnnlab.studies.results import load_results
 from cnnlab.studies.runner import run_study
 from cnnlab.studies.store import STATUSES, open_existing
@@ -64,9 +71,16 @@ def report_command(folder: Path = typer.Argument(..., help="Study folder.")) -> 
         return
     page = write_report(folder)
     results = load_results(folder)
-    for factor, rows in results.factors.items():
-        _print_rich(factor_table(factor, rows, results.split))
+    if results.grid:
+        _print_rich(grid_table(results))
+    else:
+        for factor, rows in results.factors.items():
+            _print_rich(factor_table(factor, rows, results.split))
     _print_rich(best_table(results))
+    if results.spec.get("reference"):
+        table, count = reference_table(results)
+        _print_rich(table)
+        console.print(f"{count}.")
     console.print(f"wrote {page.parent / 'report.md'} and {page}")
 
 
@@ -75,8 +89,9 @@ def best_command(
     folder: Path = typer.Argument(..., help="Study folder."),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Parallel worker processes."),
 ) -> None:
-    """Train the combination of each factor's best value, vs the base: with the study's seeds,
-    or (a study with `validation`) on the full training split and the test split, fresh seeds."""
+    """Train the combination of the values significantly better than the base, against the base:
+    with the study's seeds, or (a study with `validation`) on the full training split and the
+    test split, fresh seeds."""
     table = run_best(folder, workers=workers, log=console.print)
     _print_rich(table)
     console.print(f"report updated: {folder / REPORT_FOLDER / 'report.html'}")

@@ -196,7 +196,12 @@ def validation_splits(data: DataSplits, fraction: float, seed: int) -> DataSplit
     train = data.train.subset(train_part)
     mean, std = channel_mean_std(train.images)
     return DataSplits(
-        f"{data.name} (validation)", train, data.train.subset(validation_part), mean, std
+        f"{data.name} (validation)",
+        train,
+        data.train.subset(validation_part),
+        mean,
+        std,
+        scored_split="val",
     )
 
 

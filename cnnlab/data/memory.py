@@ -57,13 +57,18 @@ class TensorDataset:
 
 @dataclass
 class DataSplits:
-    """A dataset ready for training: train and test splits plus their normalization."""
+    """A dataset ready for training: train and test splits plus their normalization.
+
+    `scored_split` names what `test` holds, the split a run is scored on: `test`, or `val` when
+    it is a validation holdout of the training split (its metrics are then `val_acc`, ...).
+    """
 
     name: str
     train: TensorDataset
     test: TensorDataset
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    scored_split: str = "test"
 
     @property
     def classes(self) -> list[str]:

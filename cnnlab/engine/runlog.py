@@ -2,8 +2,9 @@
 
 `metrics.jsonl` and `metrics.csv` hold one row per epoch with the columns of `METRIC_COLUMNS`:
 mean training loss and accuracy (on augmented batches, as trained), test loss, top-1 and top-5
-accuracy (fractions), the learning rate after the epoch's last step, the epoch's seconds
-(training and evaluation), training images per second, and a status: `ok`, `completed` (the
+accuracy (fractions; `val_loss`, `val_acc`, `val_top5` when the run is scored on a validation
+holdout, `DataSplits.scored_split`), the learning rate after the epoch's last step, the epoch's
+seconds (training and evaluation), training images per second, and a status: `ok`, `completed` (the
 run's last epoch) or `diverged`. Both files are rewritten atomically from the run's history
 after every epoch, so after a crash or a resume they hold exactly the epochs the checkpoint
 knows. Non-finite numbers (a diverged loss) are written as JSON `null` and `nan` in the CSV.
@@ -41,22 +42,39 @@ METRIC_COLUMNS = (
 )
 
 
+SCORED_COLUMNS = ("test_loss", "test_acc", "test_top5")  # the metrics of the split scored on
+
+
+def scored_names(row: dict, split: str) -> dict:
+    """`row` with the scored split's metrics named for `split` (`val_acc` for a holdout)."""
+    if split == "test":
+        return row
+    return {
+        key.replace("test_", f"{split}_", 1) if key in SCORED_COLUMNS else key: value
+        for key, value in row.items()
+    }
+
+
 def _json_value(value: object) -> object:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def write_metrics(out_dir: Path, history: list[dict]) -> None:
-    """Rewrite `metrics.jsonl` and `metrics.csv` in `out_dir` from `history` (atomically)."""
+def write_metrics(out_dir: Path, history: list[dict], split: str = "test") -> None:
+    """Rewrite `metrics.jsonl` and `metrics.csv` in `out_dir` from `history` (atomically).
+
+    `split` names the scored split's columns (`val_loss`, `val_acc`, `val_top5` for `val`).
+    """
+    rows = [scored_names({key: row.get(key) for key in METRIC_COLUMNS}, split) for row in history]
+    columns = list(scored_names(dict.fromkeys(METRIC_COLUMNS), split))
     with atomic_write(out_dir / "metrics.jsonl", mode="w") as file:
-        for row in history:
-            file.write(json.dumps({key: _json_value(row.get(key)) for key in METRIC_COLUMNS}))
+        for row in rows:
+            file.write(json.dumps({key: _json_value(value) for key, value in row.items()}))
             file.write("\n")
     table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(table, fieldnames=columns)
     writer.writeheader()
     writer.writerows(
-        {key: ("" if row.get(key) is None else row[key]) for key in METRIC_COLUMNS}
-        for row in history
+        {key: "" if value is None else value for key, value in row.items()} for row in rows
     )
     with atomic_write(out_dir / "metrics.csv", mode="w") as file:
         file.write(table.getvalue())

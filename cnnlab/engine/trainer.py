@@ -459,7 +459,7 @@ class Trainer:
 
     def _save(self, row: dict, improved: bool) -> None:
         """Metrics files for every epoch; `last.pt` (and `best.pt`) unless the epoch diverged."""
-        write_metrics(self.out_dir, self.history)
+        write_metrics(self.out_dir, self.history, self.data.scored_split)
         if row["status"] == "diverged":
             return
         state = self.checkpoint_state(row["epoch"])

@@ -37,7 +37,7 @@ from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.distributed import DistributedContext
 from cnnlab.engine.optim import create_optimizer, create_scheduler
 from cnnlab.engine.runfolder import claim_run_folder
-from cnnlab.engine.runlog import write_metrics
+from cnnlab.engine.runlog import scored_names, write_metrics
 from cnnlab.engine.trainer import CHECKS_PER_EPOCH, Trainer
 from cnnlab.studies.store import LeaseLost, RunRecord
 
@@ -247,7 +247,8 @@ class SeedEnsemble:
                     histories[index].append(row)
                     active[index] = row["status"] != "diverged"
                     self._save(index, histories[index], best, row)
-                    worker.store.add_epoch(records[index].id, worker.name, row, worker.lease)
+                    named = scored_names(row, self.data.scored_split)
+                    worker.store.add_epoch(records[index].id, worker.name, named, worker.lease)
                 if not any(active):
                     break
         return histories
@@ -272,7 +273,7 @@ class SeedEnsemble:
 
     def _save(self, index: int, history: list[dict], best: list[float], row: dict) -> None:
         folder = self.configs[index].run_dir
-        write_metrics(folder, history)
+        write_metrics(folder, history, self.data.scored_split)
         if row["status"] == "diverged":
             return
         improved = row["test_acc"] > best[index]

@@ -1,8 +1,11 @@
-"""`cnnlab study best`: the combination of each factor's best value, against the base.
+"""`cnnlab study best`: the combination of the best values, against the base.
 
-The classic "tuned against default" table: the best value of every factor (highest mean test
-accuracy) combined into one config, trained with the study's seeds in the same folder, and
-reported side by side with the base. A combination that is already a point of the study (one
+The classic "tuned against default" table. The best values are the report's
+(`StudyResults.best`): per factor, the value of highest mean accuracy among those significantly
+better than the base (Welch's 95% interval of the difference above 0); in a grid, the best such
+cell. They are combined into one config, trained with the study's seeds in the same folder,
+and reported side by side with the base. When no value beats the base there is nothing to
+combine, and `study best` says so. A combination that is already a point of the study (one
 factor changed, or any point of a grid) reuses its finished runs.
 
 A study with `validation` chose its best values on the validation holdout, so the choice says
@@ -16,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cnnlab.errors import StudyError
-from cnnlab.studies.report import Table, tuned_table, write_report
+from cnnlab.reporting import Table
+from cnnlab.studies.report import tuned_table, write_report
 from cnnlab.studies.results import load_results
 from cnnlab.studies.runner import LEASE_SECONDS, Log, check_against_data, run_configs
 from cnnlab.studies.spec import Point, Run, StudySpec, fresh_seeds
@@ -34,12 +38,19 @@ def run_best(
     """Train the best combination (see the module doc); the side-by-side table with the base."""
     folder = Path(folder)
     results = load_results(folder)
-    best = results.best()
-    if len(best) < len(results.factors):
-        missing = ", ".join(sorted(set(results.factors) - set(best)))
-        raise StudyError(f"no finished runs for factor {missing}; run the study to the end first")
+    missing = sorted(f for f, rows in results.factors.items() if not any(r.done for r in rows))
+    if missing:
+        shown = ", ".join(missing)
+        raise StudyError(f"no finished runs for factor {shown}; run the study to the end first")
+    changes = results.best_changes()
+    if not changes:
+        few = " (with one seed no difference can be shown: use 2 or more)"
+        raise StudyError(
+            "no value beats the base: no difference is significant at 95% (Welch's interval)"
+            + (few if len(results.spec["seeds"]) < 2 else "")
+        )
     spec = StudySpec.from_dict(results.spec)
-    point = spec.point({factor: summary.value for factor, summary in best.items()})
+    point = spec.point(changes)
     runs = [Run(point, seed) for seed in spec.seeds]
     if spec.validation is not None:
         finals = dict.fromkeys(Point(p.changes, final=True) for p in (spec.point({}), point))

@@ -85,6 +85,7 @@ def open_data(folder: Path) -> DataSplits:
         TensorDataset(arrays["test_images"], arrays["test_labels"], classes),
         tuple(meta["mean"]),
         tuple(meta["std"]),
+        meta.get("scored_split", "test"),
     )
 
 
@@ -113,5 +114,11 @@ def _write(folder: Path, data: DataSplits) -> None:
     for name, tensor in arrays.items():
         with atomic_write(folder / f"{name}.npy") as file:
             np.save(file, tensor.contiguous().numpy())
-    meta = {"name": data.name, "classes": list(data.classes), "mean": data.mean, "std": data.std}
+    meta = {
+        "name": data.name,
+        "classes": list(data.classes),
+        "mean": data.mean,
+        "std": data.std,
+        "scored_split": data.scored_split,
+    }
     atomic_write_text(folder / "meta.json", json.dumps(meta))  # written last: marks it complete

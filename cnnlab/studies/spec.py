@@ -7,7 +7,8 @@ model such as `activation`, `pooling`, `kernel_size`, `pool_size`), a `mode`
 combination), `seeds` (a count or a list) and optionally `train_images` (train on the first N
 images of the training split, like the reference scripts' `--train-count`) and `validation` (a
 fraction of each class of the training split held out, seed 0, and scored instead of the test
-split; `cnnlab study best` then reports the test split on fresh seeds, from final points).
+split; `cnnlab study best` then reports the test split on fresh seeds, from final points) and
+`reference` (a CSV of published rows, its path relative to the spec: `studies.reference`).
 
 Every point's config is built and its model constructed on the meta device before anything
 runs, so a bad value fails at once, in one line naming the factor.
@@ -27,9 +28,10 @@ from typing import Any
 from cnnlab.engine.config import TrainConfig, read_yaml
 from cnnlab.errors import CnnlabError, OptionError
 from cnnlab.models.registry import count_parameters, model_info
+from cnnlab.studies.reference import check_reference, read_reference
 
 MODES = ("one-at-a-time", "grid")
-SPEC_KEYS = ("base", "factors", "mode", "seeds", "train_images", "validation")
+SPEC_KEYS = ("base", "factors", "mode", "seeds", "train_images", "validation", "reference")
 # Config fields that are not factors: the seeds have their own key; the rest say where and how.
 NOT_FACTORS = ("seed", "out", "download", "model_options", "device")
 BASE_POINT = "base"
@@ -79,8 +81,9 @@ class Run:
 
 @dataclass
 class StudySpec:
-    """A validated study: base config, factors, mode, seeds, optional training-set size and
-    validation fraction."""
+    """A validated study: base config, factors, mode, seeds, optional training-set size,
+    validation fraction and published rows (`reference`: the CSV's rows, or their values as
+    checked, which `to_dict` keeps)."""
 
     base: TrainConfig
     factors: dict[str, list[Any]]
@@ -88,6 +91,7 @@ class StudySpec:
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     train_images: int | None = None
     validation: float | None = None
+    reference: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         self.base = self.base.replace(out=None)
@@ -119,6 +123,10 @@ class StudySpec:
             self.factors[name] = [self._normalized(name, value) for value in values]
         for point in self.points():
             self.config_for(point, self.seeds[0])  # every value checked before any run starts
+        if self.reference is not None:
+            self.reference = check_reference(
+                self.reference, self.factors, self.base_values(), self._normalized
+            )
 
     # ----------------------------------------------------------------------------- expansion
 
@@ -174,7 +182,8 @@ class StudySpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain values: what the store keeps and what the spec hash covers.
 
-        `validation` appears only when set, so a study without it keeps its hash.
+        `validation` and `reference` appear only when set, so a study without them keeps its
+        hash.
         """
         values = {
             "base": {k: v for k, v in self.base.to_dict().items() if k != "out"},
@@ -183,14 +192,16 @@ class StudySpec:
             "seeds": list(self.seeds),
             "train_images": self.train_images,
         }
-        return values | ({} if self.validation is None else {"validation": self.validation})
+        optional = {"validation": self.validation, "reference": self.reference}
+        return values | {key: value for key, value in optional.items() if value is not None}
 
     def hash(self) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
-    def from_dict(cls, values: Any) -> StudySpec:
+    def from_dict(cls, values: Any, folder: Path | None = None) -> StudySpec:
+        """A spec from plain values; a `reference` path is relative to `folder` (the spec's)."""
         if not isinstance(values, dict):
             raise OptionError("a study spec must be a mapping with `base`, `factors` and `seeds`")
         unknown = sorted(set(values) - set(SPEC_KEYS))
@@ -212,16 +223,19 @@ class StudySpec:
             seeds=values.get("seeds", 1),
             train_images=values.get("train_images"),
             validation=values.get("validation"),
+            reference=_reference_rows(values.get("reference"), folder or Path.cwd()),
         )
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> StudySpec:
-        return cls.from_dict(read_yaml(path, "study spec"))
+        return cls.from_dict(read_yaml(path, "study spec"), Path(path).parent)
 
 
 def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str], bool]:
     """What changed between two `StudySpec.to_dict()`s, and whether it only adds runs."""
     changes, additive = [], True
+    if old.get("reference") != new.get("reference"):  # published rows: nothing to rerun
+        changes.append("reference rows changed")
     for key in ("base", "mode", "train_images", "validation"):
         if key == "base":
             for field in sorted(set(old["base"]) | set(new["base"])):
@@ -287,6 +301,15 @@ def _check_model_options(config: TrainConfig) -> None:
     if model_info(config.model).takes_image_size and config.image_size:
         sized.setdefault("image_size", config.image_size)
     count_parameters(config.model, **sized)
+
+
+def _reference_rows(reference: Any, folder: Path) -> list[dict[str, Any]] | None:
+    """`reference`: a CSV path (relative to `folder`), or the rows a store kept."""
+    if reference is None or isinstance(reference, list):
+        return reference
+    if not isinstance(reference, str):
+        raise OptionError(f"reference must be the path of a CSV file, got {reference!r}")
+    return read_reference(folder / reference)
 
 
 def _seed_list(seeds: Any) -> list[int]:

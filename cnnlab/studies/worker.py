@@ -27,13 +27,14 @@ import cnnlab
 from cnnlab.data.memory import DataSplits
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.hooks import TrainHook
+from cnnlab.engine.runlog import scored_names
 from cnnlab.engine.trainer import train
 from cnnlab.studies.batched import train_point_batched
 from cnnlab.studies.shared_data import data_key, open_data, prepare_data
 from cnnlab.studies.spec import holdout_for
 from cnnlab.studies.store import LeaseLost, RunRecord, StudyStore, worker_name
 
-FINAL_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc")
+FINAL_KEYS = ("train_loss", "train_acc", "test_loss", "test_acc", "val_loss", "val_acc")
 Log = Callable[[str], None]
 
 
@@ -191,7 +192,12 @@ class Worker:
     def finish(
         self, record: RunRecord, status: str, history: list[dict], seconds: float, error: str | None
     ) -> None:
-        """Record a finished run (its epochs again, in case the last one was not yet stored)."""
+        """Record a finished run (its epochs again, in case the last one was not yet stored).
+
+        The scored split's metrics are named for it: `val_acc`, ... for a validation holdout.
+        """
+        split = "test" if holdout_for(record.point, self.validation) is None else "val"
+        history = [scored_names(row, split) for row in history]
         final = final_metrics(history)
         try:
             self.store.finish(
@@ -214,7 +220,10 @@ class Worker:
 
 
 class StoreHook(TrainHook):
-    """Records each epoch's row into the store and keeps the run's lease alive."""
+    """Records each epoch's row into the store and keeps the run's lease alive.
+
+    The scored split's metrics are stored under its name (`val_acc` for a validation holdout).
+    """
 
     def __init__(self, store: StudyStore, run_id: int, worker: str, lease: float) -> None:
         self.store, self.run_id, self.worker, self.lease = store, run_id, worker, lease
@@ -226,21 +235,26 @@ class StoreHook(TrainHook):
             self.renewed = time.monotonic()
 
     def after_epoch(self, trainer, row: dict) -> None:
-        self.store.add_epoch(self.run_id, self.worker, row, self.lease)
+        self.store.add_epoch(
+            self.run_id, self.worker, scored_names(row, trainer.data.scored_split), self.lease
+        )
         self.renewed = time.monotonic()
 
 
 def final_metrics(history: list[dict]) -> dict | None:
     """The last epoch's losses and accuracies (NaN where a diverged epoch has none).
 
-    `test_top5` is kept too where the epoch has it (more than 5 classes).
+    The scored split's keys are those of the rows (`test_acc`, or `val_acc` for a holdout);
+    its top-5 accuracy is kept too where the epoch has it (more than 5 classes).
     """
     if not history:
         return None
     last = history[-1]
-    final = {key: float(last.get(key, math.nan)) for key in FINAL_KEYS}
-    if last.get("test_top5") is not None:
-        final["test_top5"] = float(last["test_top5"])
+    split = "val" if "val_acc" in last else "test"
+    keys = ["train_loss", "train_acc", f"{split}_loss", f"{split}_acc"]
+    final = {key: float(last.get(key, math.nan)) for key in keys}
+    if last.get(f"{split}_top5") is not None:
+        final[f"{split}_top5"] = float(last[f"{split}_top5"])
     return final | {"epochs": last["epoch"]}
 
 

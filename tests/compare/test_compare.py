@@ -244,23 +244,34 @@ def test_a_model_that_cannot_take_the_images_is_skipped_with_the_reason(
     assert "the smallest it accepts is 30x30" in messages[0]
 
 
-def test_summary_gives_mean_and_std_over_the_finished_seeds_of_each_model() -> None:
-    records = [
+def _records(*runs: tuple) -> list[dict]:
+    """Report records of model `a`: (seed, status, images/s, seconds, top-1 error, epochs)."""
+    return [
         {"model": "a", "seed": seed, "status": status, "error": None, "params": 10, "macs": 100}
-        | {"images_per_sec": r, "seconds": s, "top1_error": e, "top5_error": None}
-        for seed, status, r, s, e in (
-            (0, "done", 100.0, 10.0, 0.2),
-            (1, "done", 300.0, 20.0, 0.4),
-            (2, "diverged", 1.0, 1.0, None),
-        )
+        | {"images_per_sec": r, "seconds": s, "top1_error": e, "top5_error": None, "epochs": n}
+        for seed, status, r, s, e, n in runs
     ]
-    (row,) = summarize_results(records)
-    assert row["images_per_sec"] == 200 and row["train_seconds"] == 15
-    assert row["top1_error"] == pytest.approx(0.3) and row["top1_error_std"] == pytest.approx(
-        0.1414, abs=1e-4
+
+
+def test_summary_gives_mean_and_std_over_the_finished_seeds_of_each_model() -> None:
+    records = _records(
+        (0, "done", 100.0, 10.0, 0.2, 7),
+        (1, "done", 300.0, 20.0, 0.4, 9),
+        (2, "diverged", 1.0, 1.0, None, 1),
     )
+    (row,) = summarize_results(records)
+    assert row["images_per_sec"].mean == 200 and row["train_seconds"].mean == 15
+    assert row["top1_error"].mean == pytest.approx(0.3)
+    assert row["top1_error"].std == pytest.approx(0.1414, abs=1e-4)
     assert row["seeds"] == 2 and row["status"] == "1 diverged"
-    assert "| 30.0 ± 14.1 | 2 | 1 diverged |" in markdown_table([row])
+    # under a time budget the seeds reach different epochs: the table shows the range
+    assert "| 7-9 | 15 ± 7 | 200 | 30.0 ± 14.1 | 2 | 1 diverged |" in markdown_table([row])
+
+
+def test_one_seed_reads_n_1_never_a_zero_spread() -> None:
+    (row,) = summarize_results(_records((0, "done", 100.0, 10.0, 0.25, 4)))
+    table = markdown_table([row])
+    assert "| 4 | 10 (n = 1) | 100 | 25.0 (n = 1) | 1 |" in table and "±" not in table
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,14 @@
-"""What a run prints: one unwrapped line per epoch, top-5 only when it means something."""
+"""What a run prints and writes: one unwrapped line per epoch, top-5 only when it means
+something, metric files named for the split the run is scored on."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from rich.console import Console
 
-from cnnlab.engine.runlog import TrainingDisplay, format_row
+from cnnlab.engine.runlog import TrainingDisplay, format_row, read_metrics, write_metrics
 
 ROW = {
     "epoch": 3,
@@ -52,3 +54,16 @@ def test_a_terminal_gets_a_bar_with_images_per_second_and_time_left() -> None:
         display.update(50, 0.5, 0.8, 1234.0)
         display.progress.refresh()
     assert "1,234 img/s" in stream.getvalue()
+
+
+def test_metrics_files_name_a_validation_holdouts_scores_val(tmp_path: Path) -> None:
+    write_metrics(tmp_path, [ROW], "val")
+    (row,) = read_metrics(tmp_path)
+    assert (row["val_loss"], row["val_acc"], row["val_top5"]) == (0.3012, 0.9012, 0.9987)
+    assert not any(key.startswith("test_") for key in row)
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert header == (
+        "epoch,train_loss,train_acc,val_loss,val_acc,val_top5,lr,seconds,images_per_sec,status"
+    )
+    write_metrics(tmp_path, [ROW])  # scored on the test split: the names stay
+    assert read_metrics(tmp_path)[0]["test_acc"] == 0.9012

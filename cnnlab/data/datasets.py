@@ -350,7 +350,7 @@ def _load_tree(
         else:
             train_part, test_part = stratified_split(labels, val_fraction, seed)
             held_out = [files[index] for index in decoded.kept[test_part].tolist()]
-            where = f"{val_fraction:.0%} of the training images (seed {seed})"
+            where = f"{val_fraction:.0%} of the training images, seed {seed}"
             digest = held_out_digest(held_out, tree.root)
             record = SplitRecord(
                 "held_out", dataset_identity(spec), where, val_fraction, seed, digest

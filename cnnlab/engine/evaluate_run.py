@@ -100,9 +100,9 @@ def run_splits(state: dict, data: str) -> DataSplits:
     splits = load_dataset(data, **load, val_fraction=record.fraction, seed=record.seed)
     if splits.split is None or splits.split.digest != record.digest:
         raise DataError(
-            f"{data} no longer gives the {len(splits.test)} images the run held out "
-            f"({record.where}): its files changed since training; score it with --split all "
-            "on data it never trained on"
+            f"{data} no longer gives the images the run held out ({record.where}): its files "
+            "changed since training, so they cannot be told from the training images; "
+            "evaluate on other data with --data"
         )
     return splits
 

@@ -112,7 +112,10 @@ def test_eval_refuses_a_held_out_split_the_files_no_longer_give(tmp_path: Path) 
     Image.new("L", (12, 12), 200).save(root / "dark" / "added.png")  # the cut now falls otherwise
     result = CliRunner().invoke(app, ["eval", str(tmp_path / "run"), "--device", "cpu"])
     assert result.exit_code == 2
-    assert "no longer gives the 4 images the run held out" in result.stderr
+    assert (
+        "no longer gives the images the run held out (20% of the training images, seed 0)"
+        in result.stderr
+    )
 
 
 def test_resume_removes_the_stale_evaluation(tmp_path: Path) -> None:

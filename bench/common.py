@@ -29,7 +29,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from cnnlab.data.datasets import load_dataset, validation_splits
+from cnnlab.data.datasets import load_dataset
+from cnnlab.data.splits import validation_splits
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.trainer import train
 

@@ -3,6 +3,7 @@
 from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.evaluate import evaluate
+from cnnlab.engine.evaluate_run import evaluate_checkpoint
 from cnnlab.engine.trainer import train
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import explain
@@ -18,6 +19,7 @@ __all__ = [
     "__version__",
     "create_model",
     "evaluate",
+    "evaluate_checkpoint",
     "explain",
     "list_models",
     "load_checkpoint",

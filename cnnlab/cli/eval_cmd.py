@@ -1,4 +1,5 @@
-"""`cnnlab eval` scores a checkpoint on a dataset (its test split, or all of other data);
+"""`cnnlab eval` scores a checkpoint on a dataset (`cnnlab.evaluate_checkpoint`: the run's own
+test split as recorded, or other data's test split, else all of it) and reports;
 `cnnlab predict` classifies files."""
 
 from __future__ import annotations
@@ -12,24 +13,19 @@ import typer
 from rich.table import Table
 
 from cnnlab.cli import app, console, error_console, print_table
-from cnnlab.data.datasets import has_own_test_split, load_dataset
-from cnnlab.data.loader import BatchLoader
-from cnnlab.data.memory import DataSplits, TensorDataset
-from cnnlab.engine.checkpoint import model_from_checkpoint, resolve_checkpoint_path
+from cnnlab.engine.checkpoint import model_from_checkpoint
 from cnnlab.engine.distributed import resolve_device
-from cnnlab.engine.evaluate import EvalResult, evaluate
+from cnnlab.engine.evaluate import EvalResult
+from cnnlab.engine.evaluate_run import evaluate_checkpoint
 from cnnlab.engine.metrics import most_confused
 from cnnlab.engine.plots import plot_confusion
 from cnnlab.engine.predict import FilePrediction, predict_files
-from cnnlab.errors import CheckpointError, DataError, UnknownNameError
+from cnnlab.errors import DataError
 from cnnlab.fileio import atomic_write
 
 MAX_MATRIX_TABLE_CLASSES = 12  # larger confusion matrices print as their most confused pairs
 CHECKPOINT_HELP = "A checkpoint file, or a run folder (its best.pt, else last.pt)."
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda or mps."
-
-
-SPLITS = ("test", "train", "all")
 
 
 @app.command("eval")
@@ -45,8 +41,9 @@ def eval_command(
         None,
         "--split",
         "-s",
-        help="test, train or all. Default: the run's test split of its own data; of other "
-        "data, its own test split if it has one, else every image.",
+        help="test, train or all. Default: on the run's own data (however its path is spelled), "
+        "the split the run was tested on, as recorded in the checkpoint; on other data, its "
+        "own test split if it has one, else every image.",
     ),
     batch_size: int = typer.Option(256, "--batch-size", "-b", min=1, help="Images per batch."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
@@ -65,40 +62,11 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
 ) -> None:
     """Top-1/top-k accuracy, per-class accuracy and the confusion matrix on a split."""
-    if split is not None and split not in SPLITS:
-        raise UnknownNameError("split", split, SPLITS)
-    checkpoint_file = resolve_checkpoint_path(checkpoint)
-    torch_device = resolve_device(device)
-    model, state = model_from_checkpoint(checkpoint_file, device=torch_device)
-    channels, size, _ = state["image_shape"]
-    trained_on = state.get("config") or {}
-    data = data or trained_on.get("data")
-    if data is None:
-        raise CheckpointError(f"{checkpoint_file} does not record its dataset; pass --data")
-    own_data = data == trained_on.get("data")
-    if split is None:
-        split = "test" if own_data or has_own_test_split(data) else "all"
-    # The run's own data is split with the run's seed and fraction again, so its test split
-    # holds no training image; other data keeps its own test split (see `--split`).
-    splits = load_dataset(
-        data,
-        image_size=size,
-        channels=channels,
-        val_fraction=trained_on.get("val_fraction", 0.2),
-        seed=trained_on.get("seed", 0),
+    scored = evaluate_checkpoint(
+        checkpoint, data, split, batch_size=batch_size, device=device, amp=amp, flip=flip
     )
-    _check_classes(state["classes"], splits.test.classes, data)
-    scored = _split_of(splits, split)
-    loader = BatchLoader(
-        scored,
-        batch_size,
-        mean=tuple(state["mean"]),
-        std=tuple(state["std"]),
-        device=torch_device,
-    )
-    if flip is None:
-        flip = bool(trained_on.get("test_time_flip", False))
-    result = evaluate(model, loader, state["classes"], amp=amp, flip=flip)
+    result, state, checkpoint_file = scored.result, scored.state, scored.checkpoint
+    data, split = scored.data, scored.split
 
     out_dir = out if out is not None else checkpoint_file.parent
     report = {
@@ -107,9 +75,9 @@ def eval_command(
         "epoch": state.get("epoch"),
         "data": data,
         "split": split,
-        "device": str(torch_device),
+        "device": str(scored.device),
         "amp": amp,
-        "test_time_flip": flip,
+        "test_time_flip": scored.flip,
         "versions": {"cnnlab": version("cnnlab"), "torch": torch.__version__},
         **result.to_dict(),
     }
@@ -127,15 +95,6 @@ def eval_command(
     print_table(_per_class_table(result))
     print_table(_confusion_table(result))
     console.print(f"wrote {out_dir / 'confusion.png'} and {out_dir / 'eval.json'}")
-
-
-def _split_of(splits: DataSplits, split: str) -> TensorDataset:
-    """The test or train split, or both together (`all`)."""
-    if split != "all":
-        return splits.test if split == "test" else splits.train
-    train, test = splits.train, splits.test
-    images = torch.cat([train.images, test.images])
-    return TensorDataset(images, torch.cat([train.labels, test.labels]), train.classes)
 
 
 @app.command("predict")
@@ -182,22 +141,6 @@ def predict_command(
             )
     if not classified:
         raise DataError(f"none of the {len(predictions)} file(s) could be classified")
-
-
-def _check_classes(trained: list[str], found: list[str], data: str) -> None:
-    """Refuse data whose classes are not the checkpoint's, in the same order."""
-    if trained == found:
-        return
-    if len(trained) != len(found):
-        raise CheckpointError(
-            f"the checkpoint was trained on {len(trained)} classes but {data} has {len(found)}; "
-            "evaluate on the dataset the model was trained on"
-        )
-    index = next(i for i, (a, b) in enumerate(zip(trained, found, strict=True)) if a != b)
-    raise CheckpointError(
-        f"class {index} is '{trained[index]}' in the checkpoint but '{found[index]}' in {data}; "
-        "evaluate on the dataset the model was trained on"
-    )
 
 
 def _summary_table(result: EvalResult, model: str, data: str, checkpoint: Path) -> Table:

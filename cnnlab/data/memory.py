@@ -7,7 +7,7 @@ an `(N, C, H, W)` uint8 tensor; every epoch then only indexes, moves and augment
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -55,12 +55,39 @@ class TensorDataset:
         return TensorDataset(self.images[picked], relabel[self.labels[picked]], names)
 
 
+@dataclass(frozen=True)
+class SplitRecord:
+    """Where a dataset's test split came from; checkpoints keep it so `eval` scores the same images.
+
+    `source` is `own` (the data's own test split: an official test set, a `test/` folder),
+    `held_out` (`fraction` of each training class cut with `seed`; `digest` is the SHA-256 of
+    the held-out files, so a re-cut can be checked) or `test_data` (another dataset, `where`).
+    `dataset` identifies the data it was made from (`dataset_identity`: resolved paths), and
+    `where` says in words where the test images are.
+    """
+
+    source: str
+    dataset: str
+    where: str
+    fraction: float | None = None
+    seed: int | None = None
+    digest: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SplitRecord:
+        return cls(**values)
+
+
 @dataclass
 class DataSplits:
     """A dataset ready for training: train and test splits plus their normalization.
 
     `scored_split` names what `test` holds, the split a run is scored on: `test`, or `val` when
     it is a validation holdout of the training split (its metrics are then `val_acc`, ...).
+    `split` records how the test split was made (None for splits built by hand).
     """
 
     name: str
@@ -69,6 +96,7 @@ class DataSplits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     scored_split: str = "test"
+    split: SplitRecord | None = None
 
     @property
     def classes(self) -> list[str]:

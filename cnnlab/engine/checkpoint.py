@@ -4,7 +4,8 @@ A checkpoint is a dict of plain Python values and tensors only, so `torch.load(.
 weights_only=True)` can read it without unpickling arbitrary objects. Its keys:
 `format_version`, `model_name`, `model_options` (the resolved options), `model_state`,
 `optimizer_state`, `scheduler_state`, `scaler_state`, `epoch` (epochs completed), `rng_state`,
-`mean`, `std`, `classes`, `image_shape` ([C, H, W]), `config`, `history` and `best_metric`;
+`mean`, `std`, `classes`, `image_shape` ([C, H, W]), `config`, `split` (how the test split
+was made: a `SplitRecord` as a dict, or None), `history` and `best_metric`;
 a transferred run's also `transfer` (its spec) and, when its new classifier has a hidden layer,
 `classifier_hidden` (that layer's width).
 

@@ -33,6 +33,8 @@ from cnnlab.errors import OptionError, UnknownNameError
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # Fields that say where and how a run is stored, not what it computes: left out of the hash.
 _NOT_HASHED = ("out", "download")
+# Fields added later, left out of the hash while unset so that older runs keep their hashes.
+_HASHED_WHEN_SET = ("test_data",)
 
 
 def option(
@@ -134,7 +136,14 @@ class TrainConfig:
         None, help="Normalization std, like --mean; --mean 0 --std 1 feeds raw [0, 1] pixels."
     )
     val_fraction: float = option(
-        0.2, help="Share held out as the test split of datasets that have none."
+        0.2,
+        help="Share of the training images held out as the test split of data that has none "
+        "(and no --test-data). 0 holds nothing out and keeps the last epoch as best.pt.",
+    )
+    test_data: str | None = option(
+        None,
+        help="A dataset to test on (its test split, else all of it), e.g. folder:PATH; "
+        "every training image of --data then trains.",
     )
     download: bool = option(False, help="Download a named dataset that is not on disk.")
     out: str | None = option(
@@ -177,8 +186,8 @@ class TrainConfig:
                 "model option num_classes is set from the data (its number of classes); "
                 "drop it from the model options"
             )
-        if not 0 < self.val_fraction < 1:
-            raise OptionError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not 0 <= self.val_fraction < 1:
+            raise OptionError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 <= self.label_smoothing < 1:
             raise OptionError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 < self.lr_gamma <= 1:
@@ -209,7 +218,11 @@ class TrainConfig:
 
     def hash(self) -> str:
         """A stable hex digest of everything that decides the result (not `out`/`download`)."""
-        values = {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
+        values = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in _NOT_HASHED and not (k in _HASHED_WHEN_SET and v is None)
+        }
         text = json.dumps(values, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

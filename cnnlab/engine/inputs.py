@@ -24,10 +24,28 @@ def load_splits(config: TrainConfig, context: DistributedContext) -> DataSplits:
         download=config.download,
         val_fraction=config.val_fraction,
         seed=config.seed,
+        test_data=config.test_data,
     )
     if context.is_main:
         context.barrier()
     return splits
+
+
+def describe_test_split(data: DataSplits, val_fraction: float) -> str:
+    """One line: where the test split comes from and what, if anything, was held out of train."""
+    record, count = data.split, f"{len(data.test):,} images"
+    if record is None:
+        text = f"test split: the {count} given with the data"
+    elif record.source == "held_out":
+        text = (
+            f"held out {record.fraction:.0%} of train (seed {record.seed}, {count}) as the test "
+            "split: the data has no test split"
+        )
+    else:
+        text = f"test split: {record.where} ({count}); nothing held out of train"
+    if val_fraction == 0:
+        text += "; val_fraction 0: best.pt is the last epoch"
+    return text
 
 
 def build_augment(config: TrainConfig, model: nn.Module, image_shape: tuple) -> BatchAugment:

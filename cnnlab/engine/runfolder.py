@@ -33,7 +33,15 @@ RUN_FILES = (
     "transfer.yaml",
 )
 """What a run leaves in its folder; `force` removes exactly these."""
+EVALUATION_FILES = ("eval.json", "confusion.png")
+"""What `cnnlab eval` writes beside a checkpoint: stale once the run trains on."""
 LOCK_FILE = ".lock"
+
+
+def clear_evaluation(folder: Path) -> None:
+    """Remove `folder`'s `EVALUATION_FILES`, which describe checkpoints being replaced."""
+    for name in EVALUATION_FILES:
+        (folder / name).unlink(missing_ok=True)
 
 
 def run_files(folder: Path) -> list[str]:

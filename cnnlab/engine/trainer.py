@@ -9,8 +9,11 @@ counts and a non-finite-loss flag accumulate as device tensors, read a few times
 
 The run folder (`config.run_dir`, or the folder being resumed) receives `config.yaml`,
 `metrics.jsonl`/`metrics.csv` (see `runlog`), `last.pt` after every epoch, `best.pt` on each
-new best test accuracy, and `curves.png` at the end. With several processes, rank 0 alone
-writes.
+new best test accuracy (every epoch with `val_fraction` 0: the last one), and `curves.png` at
+the end. Checkpoints record how the test split was made (`split`, a `SplitRecord`), so
+`cnnlab eval` scores the same images. A resumed run removes the folder's old `eval.json` and
+`confusion.png`, which described the previous checkpoints. With several processes, rank 0
+alone writes.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.distributed import DistributedContext
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.engine.hooks import EpochEndCallback, TrainHook
-from cnnlab.engine.inputs import build_augment, load_splits
+from cnnlab.engine.inputs import build_augment, describe_test_split, load_splits
 from cnnlab.engine.optim import create_optimizer, create_scheduler, init_weights
 from cnnlab.engine.plots import plot_curves
 from cnnlab.engine.resume import load_resume_checkpoint
-from cnnlab.engine.runfolder import claim_run_folder
+from cnnlab.engine.runfolder import claim_run_folder, clear_evaluation
 from cnnlab.engine.runlog import TrainingDisplay, write_metrics
 from cnnlab.engine.seeding import rng_state, seed_everything, set_rng_state
 from cnnlab.errors import OptionError
@@ -378,6 +381,7 @@ class Trainer:
             "classes": list(data.classes),
             "image_shape": list(data.image_shape),
             "config": self.config.to_dict(),
+            "split": data.split.to_dict() if data.split is not None else None,
             "history": list(self.history),
             "best_metric": self.best_metric,
         }
@@ -390,14 +394,19 @@ class Trainer:
         if writes:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             config.to_yaml(self.out_dir / "config.yaml")
+            if self.epochs_done:  # training continues: the old evaluation no longer applies
+                clear_evaluation(self.out_dir)
         self.display.message(self._describe())
+        self.display.message(describe_test_split(self.data, config.val_fraction))
         status, epoch = "completed", self.epochs_done
         with self.display:
             while epoch < self.config.epochs:  # hooks may re-plan the length (time budgets)
                 row = self.run_epoch(epoch)
                 epoch += 1
                 status = "diverged" if row["status"] == "diverged" else "completed"
-                improved = status == "completed" and row["test_acc"] > self.best_metric
+                # val_fraction 0 selects nothing on the test split: best.pt is the last epoch.
+                latest = config.val_fraction == 0
+                improved = status == "completed" and (latest or row["test_acc"] > self.best_metric)
                 if improved:
                     self.best_metric = row["test_acc"]
                 self.history.append(row)

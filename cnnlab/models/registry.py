@@ -290,7 +290,8 @@ def check_input_size(name: str, shape: tuple[int, int, int], **options: object) 
         raise InputSizeError(
             f"model '{name}' was built for image_size={resolved['image_size']} and cannot take "
             f"{shape[1]}x{shape[2]} inputs; build it with image_size={shape[1]} "
-            f"(create_model_for_input does) or resize the images"
+            f"(`--model-opt image_size={shape[1]}`) or resize the images to "
+            f"{resolved['image_size']} px (`--image-size {resolved['image_size']}`)"
         )
     hint = (
         f"resize the images to at least {smallest}x{smallest} "

@@ -6,7 +6,8 @@ so N workers share one copy in the page cache instead of each decoding and holdi
 `key` is a hash of what decides the data (dataset, image size, channels, split fraction, number
 of training images, validation holdout), so a factor such as `image_size` gets its own copy.
 Trees without a test split are split with seed 0 for every run: seeds vary the training, not
-the test set. A study with `validation` also gets a copy whose training split is the full
+the test set; `meta.json` keeps that split's record, which each run's checkpoints carry on, so
+`cnnlab eval` scores the same held-out images. A study with `validation` also gets a copy whose training split is the full
 copy's less a stratified holdout (seed 0 for every run), and whose test split is that holdout.
 """
 
@@ -21,9 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab.data.datasets import load_dataset, validation_splits
-from cnnlab.data.memory import DataSplits, TensorDataset
+from cnnlab.data.datasets import load_dataset
+from cnnlab.data.memory import DataSplits, SplitRecord, TensorDataset
 from cnnlab.data.normalization import channel_mean_std
+from cnnlab.data.splits import validation_splits
 from cnnlab.engine.config import TrainConfig
 from cnnlab.errors import OptionError
 from cnnlab.fileio import atomic_write, atomic_write_text
@@ -36,6 +38,8 @@ HOLDOUT_SEED = 0  # the same validation images for every run and seed
 def data_key(config: TrainConfig, train_images: int | None, holdout: float | None = None) -> str:
     """A short hash of the fields that decide which images a run sees."""
     values = {name: getattr(config, name) for name in DATA_FIELDS} | {"train_images": train_images}
+    if config.test_data is not None:  # absent otherwise, as `holdout`
+        values["test_data"] = config.test_data
     if holdout is not None:  # absent otherwise: the keys of studies without it stay the same
         values["holdout"] = holdout
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
@@ -79,19 +83,21 @@ def open_data(folder: Path) -> DataSplits:
             mode = "r" if name.endswith("images") else None
             arrays[name] = torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode=mode))
     classes = meta["classes"]
+    record = meta.get("split")
     return DataSplits(
         meta["name"],
         TensorDataset(arrays["train_images"], arrays["train_labels"], classes),
         TensorDataset(arrays["test_images"], arrays["test_labels"], classes),
         tuple(meta["mean"]),
         tuple(meta["std"]),
-        meta.get("scored_split", "test"),
+        scored_split=meta.get("scored_split", "test"),
+        split=SplitRecord.from_dict(record) if record else None,
     )
 
 
 def _load(config: TrainConfig, train_images: int | None, data: DataSplits | None) -> DataSplits:
     if data is None:
-        fields = ("image_size", "channels", "download", "val_fraction")
+        fields = ("image_size", "channels", "download", "val_fraction", "test_data")
         data = load_dataset(config.data, **{name: getattr(config, name) for name in fields}, seed=0)
     if train_images is None:
         return data
@@ -101,7 +107,9 @@ def _load(config: TrainConfig, train_images: int | None, data: DataSplits | None
         )
     train = data.train.subset(torch.arange(train_images))
     mean, std = channel_mean_std(train.images)
-    return DataSplits(data.name, train, data.test, mean, std)
+    return DataSplits(
+        data.name, train, data.test, mean, std, scored_split=data.scored_split, split=data.split
+    )
 
 
 def _write(folder: Path, data: DataSplits) -> None:
@@ -120,5 +128,6 @@ def _write(folder: Path, data: DataSplits) -> None:
         "mean": data.mean,
         "std": data.std,
         "scored_split": data.scored_split,
+        "split": data.split.to_dict() if data.split is not None else None,
     }
     atomic_write_text(folder / "meta.json", json.dumps(meta))  # written last: marks it complete

@@ -46,10 +46,18 @@ def transfer_config(weights: SourceWeights, config: TrainConfig) -> TrainConfig:
     }
     source_channels, side, _ = weights.image_shape
     channels = config.channels or source_channels
+    model_options = {**options, **config.model_options}
+    image_size = config.image_size or side
+    sized_for = options.get("image_size")  # LeNet-5's fully connected layers: one input size
+    if sized_for is not None and {image_size, model_options["image_size"]} != {sized_for}:
+        raise OptionError(
+            f"{weights.model_name}'s classifier is sized for {sized_for}x{sized_for} inputs, so "
+            f"its weights transfer at that size only: use --image-size {sized_for} (the default)"
+        )
     changes: dict = {
         "model": weights.model_name,
-        "model_options": {**options, **config.model_options},
-        "image_size": config.image_size or side,
+        "model_options": model_options,
+        "image_size": image_size,
         "channels": channels,
     }
     if config.mean is None and config.std is None:

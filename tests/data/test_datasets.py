@@ -67,7 +67,7 @@ def test_malformed_specs_are_option_errors(spec: str, message: str) -> None:
         {"image_size": 0},
         {"channels": 2},
         {"val_fraction": 1.0},
-        {"val_fraction": 0},
+        {"val_fraction": -0.1},
         {"download": True},
     ],
 )

@@ -110,8 +110,12 @@ def test_calling_a_network_on_an_input_it_cannot_take(name, shape, expected) -> 
 
 def test_a_network_built_for_one_size_names_its_image_size() -> None:
     model = create_model_for_input("lenet5", (1, 28, 28), 10).eval()
-    with pytest.raises(InputSizeError, match="built for image_size=28 .* image_size=64"):
+    with pytest.raises(InputSizeError, match="built for image_size=28 .* image_size=64") as error:
         model(torch.randn(1, 1, 64, 64))
+    # The fixes in the command line's words, not the Python function's name.
+    assert "`--model-opt image_size=64`" in str(error.value)
+    assert "`--image-size 28`" in str(error.value)
+    assert "create_model_for_input" not in str(error.value)
 
 
 def test_errors_that_are_not_about_the_size_pass_through() -> None:

@@ -222,3 +222,29 @@ def test_cli_transfers_builtin_weights_and_evaluates_the_run(tmp_path: Path) -> 
     assert "trainable parameters" in result.output and (run / "transfer.yaml").is_file()
     result = CliRunner().invoke(app, ["eval", str(run), "--data", f"folder:{folder}"])
     assert result.exit_code == 0, result.output
+
+
+def test_transfer_at_another_size_than_a_fixed_classifier_says_the_cli_fix() -> None:
+    arguments = ["--from", "lenet5_modern.mnist", "--data", "mnist-5k", "--image-size", "32"]
+    result = CliRunner().invoke(app, ["transfer", *arguments, "--device", "cpu"])
+    assert result.exit_code == 2
+    assert "sized for 28x28 inputs" in result.stderr and "--image-size 28" in result.stderr
+    assert "create_model_for_input" not in result.stderr
+
+
+def test_transfer_with_test_data_trains_on_every_training_image(tmp_path: Path) -> None:
+    folder = write_image_folder(synthetic_splits(train=64, test=32, side=28), tmp_path / "images")
+    run = tmp_path / "run"
+    arguments = ["--from", "lenet5_modern.mnist", "--data", f"folder:{folder / 'train'}"]
+    arguments += ["--test-data", f"folder:{folder / 'test'}", "--epochs", "1"]
+    result = CliRunner().invoke(
+        app, ["transfer", *arguments, "--batch-size", "32", "--device", "cpu", "--out", str(run)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "64 train (64 per epoch) / 32 test images" in result.output
+    assert f"test split: folder:{folder / 'test'}, all of it (32 images); nothing held out" in (
+        result.output
+    )
+    report = CliRunner().invoke(app, ["eval", str(run), "--device", "cpu", "--json"])
+    assert report.exit_code == 0, report.output
+    assert '"count": 32' in report.stdout

@@ -50,6 +50,7 @@ class TinyCNN(ClassifierNet):
 
     def __init__(self, num_classes: int, in_channels: int, aux: bool) -> None:
         super().__init__()
+        self.num_classes = num_classes
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2)
         )

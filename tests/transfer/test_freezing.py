@@ -10,17 +10,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import cnnlab
+from cnnlab.cli import app
 from cnnlab.data.memory import DataSplits, TensorDataset
 from cnnlab.engine.checkpoint import model_from_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.hooks import TrainHook
+from cnnlab.engine.runlog import read_metrics
 from cnnlab.engine.trainer import train
 from cnnlab.transfer import TransferHook, resume_hook, transfer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from synthetic import synthetic_splits  # noqa: E402
+from synthetic import synthetic_splits, write_image_folder  # noqa: E402
 
 # tiny_cnn's stages: stem (conv, BN), stage (conv, BN), fc. `last:1` is the classifier alone.
 TRAINED_PREFIXES = {
@@ -136,3 +139,21 @@ def test_importing_cnnlab_registers_the_transfer_plugin() -> None:
     run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "transfer.yaml" in run.stdout
+
+
+def test_cli_resumes_of_a_transferred_run_use_one_transfer_hook(
+    source: Path, tmp_path: Path
+) -> None:
+    """`cnnlab train --resume` and `cnnlab transfer --resume` pass their hook: `train` adds none."""
+    folder = write_image_folder(_halves(), tmp_path / "images")
+    run = tmp_path / "run"
+    common = ["--device", "cpu", "--batch-size", "16"]
+    arguments = ["transfer", "--from", str(source), "--data", f"folder:{folder}", "--out", str(run)]
+    result = CliRunner().invoke(app, [*arguments, "--epochs", "1", *common])
+    assert result.exit_code == 0, result.output
+    for epochs, command in ((2, "train"), (3, "transfer")):
+        resumed = [command, "--resume", str(run), "--epochs", str(epochs), *common]
+        result = CliRunner().invoke(app, resumed)
+        assert result.exit_code == 0, result.output
+        assert result.output.count("transfer (head):") == 1, result.output
+    assert [row["epoch"] for row in read_metrics(run)] == [1, 2, 3]

@@ -25,7 +25,6 @@ from cnnlab.cli.options import parse_options
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.trainer import TrainResult, train
 from cnnlab.errors import CnnlabWarning, OptionError
-from cnnlab.transfer import is_transferred, resume_hook
 
 DIVERGED_EXIT_CODE = 3
 INTERRUPTED_EXIT_CODE = 130
@@ -63,11 +62,8 @@ def train_command(ctx: typer.Context, **params: object) -> None:
     """Train a model; the run folder gets metrics, curves.png, last.pt and best.pt."""
     run_config = resolve_config(ctx.params)
     resume, quiet = ctx.params["resume"], ctx.params["quiet"]
-    hooks = [resume_hook(resume)] if resume is not None and is_transferred(resume) else []
-    run_to_the_end(
-        lambda: train(
-            run_config, resume=resume, progress=not quiet, force=ctx.params["force"], hooks=hooks
-        ),
+    run_to_the_end(  # a transferred run resumes with its freezing (train's run-folder plugins)
+        lambda: train(run_config, resume=resume, progress=not quiet, force=ctx.params["force"]),
         run_config,
         Path(resume or run_config.run_dir),
         quiet=quiet,

@@ -47,7 +47,6 @@ _decode_jpeg = getattr(getattr(torch.ops, "image", None), "decode_jpeg", None)
 _UNCHANGED = 0  # torchvision.io.ImageReadMode.UNCHANGED: the file's own channels
 
 
-
 class ImageError(DataError):
     """A file or upload the decoder cannot turn into pixels; `reason` says why (no path)."""
 

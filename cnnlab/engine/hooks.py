@@ -4,10 +4,17 @@ Studies, transfer learning (freezing, per-group learning rates), time budgets an
 into `train(config, hooks=[...])` through these methods instead of editing the loop. Each one
 receives the `Trainer` (its `model`, `optimizer`, `config`, `data`, `history`, `device`). Every
 method is a no-op here; a hook overrides the ones it needs. Hooks run in the order given.
+
+Run-folder plugins let a package that keeps its own file in a run folder (transfer's
+`transfer.yaml`) have its runs resume with its hook, without the engine importing it:
+`register_run_folder_plugin(file_name, factory)`, and `train(resume=RUN)` puts `factory(RUN)`
+first among the hooks when RUN holds that file, unless a hook of the same type is given.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from torch import Tensor
@@ -67,3 +74,27 @@ class EpochEndCallback(TrainHook):
 
     def after_epoch(self, trainer: Trainer, row: dict) -> None:
         self.function(row)
+
+
+_RUN_FOLDER_PLUGINS: dict[str, Callable[[Path], TrainHook]] = {}
+
+
+def register_run_folder_plugin(file_name: str, factory: Callable[[Path], TrainHook]) -> None:
+    """Resume every run folder holding `file_name` with the hook `factory(run_folder)`."""
+    _RUN_FOLDER_PLUGINS[file_name] = factory
+
+
+def run_folder_plugins() -> dict[str, Callable[[Path], TrainHook]]:
+    """The registered plugins: file name -> hook factory."""
+    return dict(_RUN_FOLDER_PLUGINS)
+
+
+def resume_hooks(run_dir: Path, given: Sequence[TrainHook]) -> list[TrainHook]:
+    """The hooks of the plugins whose files `run_dir` holds, but none of a type in `given`."""
+    hooks = []
+    for file_name, factory in _RUN_FOLDER_PLUGINS.items():
+        if (run_dir / file_name).is_file():
+            hook = factory(run_dir)
+            if not any(isinstance(other, type(hook)) for other in given):
+                hooks.append(hook)
+    return hooks

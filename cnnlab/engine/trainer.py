@@ -36,7 +36,7 @@ from cnnlab.engine.checkpoint import save_checkpoint
 from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.distributed import DistributedContext
 from cnnlab.engine.evaluate import evaluate
-from cnnlab.engine.hooks import EpochEndCallback, TrainHook
+from cnnlab.engine.hooks import EpochEndCallback, TrainHook, resume_hooks
 from cnnlab.engine.inputs import build_augment, describe_test_split, load_splits
 from cnnlab.engine.optim import create_optimizer, create_scheduler, init_weights
 from cnnlab.engine.plots import plot_curves
@@ -97,7 +97,9 @@ def train(
 
     `resume` is a run folder: training continues from its `last.pt` (model, optimizer,
     scheduler, scaler, random state, history) and writes into that folder; with the same config
-    the result is identical to an uninterrupted run. `data` trains on already-loaded splits
+    the result is identical to an uninterrupted run; a folder holding a run-folder plugin's file
+    (a transferred run's `transfer.yaml`) adds that plugin's hook (see `cnnlab.engine.hooks`),
+    unless `hooks` has one of its type. `data` trains on already-loaded splits
     instead of loading `config.data`. `hooks` plug into the loop (see `cnnlab.engine.hooks`);
     `on_epoch_end` is a shorthand for a hook that receives each epoch's metrics row after its
     checkpoint is written. A non-finite loss ends the run with status `diverged`.
@@ -107,6 +109,8 @@ def train(
     run's files first); the folder stays locked against other processes while the run trains
     (see `cnnlab.engine.runfolder`).
     """
+    if resume is not None:
+        hooks = [*resume_hooks(Path(resume), hooks), *hooks]
     context = DistributedContext.from_environment(config.device)
     if config.time_budget is not None and resume is None:  # a resumed run keeps its fitted plan
         hooks = [TimeBudget(parse_duration(config.time_budget)), *hooks]

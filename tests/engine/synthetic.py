@@ -1,8 +1,8 @@
 """Tiny learnable datasets and networks for the trainer tests (seconds on a CPU).
 
 `synthetic_splits` makes 1x12x12 images whose class is the quadrant holding a bright blob;
-`tiny_cnn` (global pooling, BN, dropout) and `tiny_aux_cnn` (plus an auxiliary head) are
-registered once per process under those names.
+`tiny_cnn` (global pooling, BN, dropout), `tiny_aux_cnn` (plus an auxiliary head) and
+`tiny_plain_cnn` (neither BN nor dropout) are registered once per process under those names.
 """
 
 from __future__ import annotations
@@ -46,15 +46,24 @@ def synthetic_splits(
 
 
 class TinyCNN(ClassifierNet):
-    """Two conv-BN-ReLU stages, global average pooling, dropout, a linear classifier."""
+    """Two conv-BN-ReLU stages, global average pooling, dropout, a linear classifier.
 
-    def __init__(self, num_classes: int, in_channels: int, aux: bool) -> None:
+    `plain` leaves out batch norm and dropout: a step's result then depends on the batch's
+    images only, not on how they are split among processes or on random draws.
+    """
+
+    def __init__(self, num_classes: int, in_channels: int, aux: bool, plain: bool = False) -> None:
         super().__init__()
+        self.num_classes = num_classes
+
+        def norm(channels: int) -> nn.Module:
+            return nn.Identity() if plain else nn.BatchNorm2d(channels)
+
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2)
+            nn.Conv2d(in_channels, 8, 3, padding=1), norm(8), nn.ReLU(), nn.MaxPool2d(2)
         )
-        self.stage = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
-        self.dropout = nn.Dropout(0.1)
+        self.stage = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), norm(16), nn.ReLU())
+        self.dropout = nn.Identity() if plain else nn.Dropout(0.1)
         self.fc = nn.Linear(16, num_classes)
         self.aux = nn.Linear(8, num_classes) if aux else None
         self.aux_loss_weight = 0.3
@@ -87,7 +96,12 @@ def tiny_aux_cnn(**options) -> TinyCNN:
     return TinyCNN(options["num_classes"], options["in_channels"], aux=True)
 
 
-for _builder in (tiny_cnn, tiny_aux_cnn):
+def tiny_plain_cnn(**options) -> TinyCNN:
+    """`tiny_cnn` without batch norm and dropout, for tests."""
+    return TinyCNN(options["num_classes"], options["in_channels"], aux=False, plain=True)
+
+
+for _builder in (tiny_cnn, tiny_aux_cnn, tiny_plain_cnn):
     if _builder.__name__ not in list_models():
         register_model(input_size=(1, 12, 12), paper="test network", options=TINY_OPTIONS)(_builder)
 

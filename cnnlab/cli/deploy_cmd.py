@@ -16,8 +16,12 @@ CHECKPOINT_HELP = "A checkpoint file, or a run folder (its best.pt, else last.pt
 @app.command("export")
 def export_command(
     checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="Where to write the model (default: beside the checkpoint)."
+    out: str | None = typer.Option(  # a str: Path would drop the trailing slash of a folder
+        None,
+        "--out",
+        "-o",
+        help="The .onnx file to write, or a folder to write MODEL.onnx into (default: beside the "
+        "checkpoint).",
     ),
     format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
     opset: int | None = typer.Option(

@@ -80,7 +80,7 @@ def serve_command(
 ) -> None:
     """Serve a web page and a JSON API that classify and explain uploaded images."""
     from cnnlab.deploy.served import load_served_models
-    from cnnlab.deploy.server import create_app, is_loopback, run_server
+    from cnnlab.deploy.server import create_app, is_loopback, listen, run_server
 
     models = load_served_models(checkpoints, copies=workers)
     app_ = create_app(models, max_body_bytes=int(max_body_mb * 1e6), workers=workers, queue=queue)
@@ -91,6 +91,11 @@ def serve_command(
             highlight=False,
             soft_wrap=True,
         )
+    sock = listen(host, port)
+    address = f"[{host}]" if ":" in host else host
+    bound_port = sock.getsockname()[1]
     names = ", ".join(models)
-    console.print(f"serving {names} on http://{host}:{port}/ (API docs at /docs; Ctrl-C stops)")
-    run_server(app_, host, port, workers)
+    console.print(
+        f"serving {names} on http://{address}:{bound_port}/ (API docs at /docs; Ctrl-C stops)"
+    )
+    run_server(app_, sock, workers)

@@ -13,8 +13,10 @@ path from a request (`served`); inference runs in a bounded pool whose overflow 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
+import socket
 from collections.abc import AsyncIterator
 from importlib.resources import files
 
@@ -25,7 +27,7 @@ from cnnlab import __version__
 from cnnlab.deploy.limits import BodySizeLimit, InferencePool, ServerBusy
 from cnnlab.deploy.served import ServedModel
 from cnnlab.deploy.uploads import UploadError, check_decompression_bombs
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, OptionError
 from cnnlab.explain import METHODS
 
 DEFAULT_HOST = "127.0.0.1"
@@ -77,10 +79,12 @@ def create_app(
     _add_error_handlers(app)
 
     def pick(name: str | None) -> ServedModel:
-        if name is None and len(models) == 1:
-            return next(iter(models.values()))
+        served = ", ".join(models)
+        if name is None:
+            if len(models) == 1:
+                return next(iter(models.values()))
+            raise HTTPException(422, f"name a model with ?model=NAME; this server has: {served}")
         if name not in models:
-            served = ", ".join(models)
             raise HTTPException(404, f"unknown model '{name}'; this server has: {served}")
         return models[name]
 
@@ -157,8 +161,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run_server(app: FastAPI, host: str, port: int, workers: int) -> None:
-    """Serve `app` with uvicorn; each inference worker gets an equal share of the CPU cores.
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to `host:port` and listening (port 0: a free port the system picks).
+
+    Binding before uvicorn starts lets the caller announce the real port, and a busy port or an
+    address this machine does not have is one `OptionError` line instead of uvicorn's exit.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise OptionError(f"port {port} is in use; choose another with --port") from None
+        reason = error.strerror or type(error).__name__
+        raise OptionError(f"cannot listen on {host}:{port} ({reason}); check --host") from None
+
+
+def run_server(app: FastAPI, sock: socket.socket, workers: int) -> None:
+    """Serve `app` with uvicorn on the listening `sock`; each inference worker gets an equal
+    share of the CPU cores.
 
     PyTorch's intra-op threads are per calling thread: two workers with all cores each would
     oversubscribe the machine, and small networks then slow down many times over.
@@ -167,4 +188,5 @@ def run_server(app: FastAPI, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[sock])

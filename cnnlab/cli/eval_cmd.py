@@ -172,9 +172,7 @@ def predict_command(
     if as_json:
         typer.echo(json.dumps([prediction.to_dict() for prediction in predictions], indent=2))
     elif classified:
-        # Never all the classes (their probabilities sum to 1): one less, at least one.
-        shown = min(topk, max(1, len(state["classes"]) - 1))
-        print_table(_prediction_table(classified, shown))
+        print_table(_prediction_table(classified, min(topk, len(state["classes"]))))
     for prediction in predictions:
         if prediction.error is not None and not as_json:
             error_console.print(
@@ -267,14 +265,13 @@ def _row_label(index: int, name: str) -> str:
 
 
 def _prediction_table(predictions: list[FilePrediction], topk: int) -> Table:
+    """A row per file and a labelled column per rank: `#1` to `#topk` (at most the classes)."""
     table = Table(title=f"Top-{topk} predictions")
     table.add_column("File", overflow="fold")
     for rank in range(1, topk + 1):
         table.add_column(f"#{rank}")
     for prediction in predictions:
-        cells = [
-            f"{name} [dim]{probability:.1%}[/]"
-            for name, probability in zip(prediction.classes, prediction.probabilities, strict=True)
-        ]
+        ranked = zip(prediction.classes, prediction.probabilities, strict=True)
+        cells = [f"{name} [dim]{probability:.1%}[/]" for name, probability in ranked]
         table.add_row(str(prediction.path), *cells)
     return table

@@ -1,8 +1,9 @@
 """`cnnlab serve`: one static page and a JSON API that classify and explain uploaded images.
 
 Routes: `GET /` (the page), `GET /healthz`, `GET /api/models`, `POST /api/predict` and
-`POST /api/explain` (the image file's bytes as the request body; `model`, `topk` and `method`
-as query parameters), `GET /openapi.json` and FastAPI's `/docs`.
+`POST /api/explain` (the image file's bytes as the request body, or as the `file` part of a
+`multipart/form-data` form; `model`, `topk` and `method` as query parameters), `GET
+/openapi.json` and FastAPI's `/docs`.
 
 Safe by default: the server binds to 127.0.0.1; request bodies are capped before they are read
 (`limits.BodySizeLimit`); uploads are checked from their header and decoded in memory, their
@@ -22,6 +23,7 @@ from importlib.resources import files
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.datastructures import UploadFile
 
 from cnnlab import __version__
 from cnnlab.deploy.limits import BodySizeLimit, InferencePool, ServerBusy
@@ -35,11 +37,22 @@ MAX_BODY_BYTES = 10_000_000
 DEFAULT_WORKERS = 2
 DEFAULT_QUEUE = 32
 DEFAULT_METHOD = "gradcam"
+FILE_FIELD = "file"
 IMAGE_BODY = {
     "requestBody": {
         "required": True,
-        "description": "The image file's bytes (JPEG, PNG, GIF, BMP, WebP or TIFF).",
-        "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The image file (JPEG, PNG, GIF, BMP, WebP or TIFF): its bytes as the "
+        f"body, or a form whose file part is named '{FILE_FIELD}'.",
+        "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {FILE_FIELD: {"type": "string", "format": "binary"}},
+                    "required": [FILE_FIELD],
+                }
+            },
+        },
     }
 }
 # The page is self-contained: inline script and style, images from uploads and data: URLs.
@@ -111,7 +124,7 @@ def create_app(
         topk: int = Query(5, ge=1, le=100, description="How many classes to return."),
     ) -> dict:
         served = pick(model)
-        return await pool.run(served.predict, await request.body(), topk)
+        return await pool.run(served.predict, await read_upload(request), topk)
 
     @app.post(
         "/api/explain",
@@ -129,9 +142,36 @@ def create_app(
             raise HTTPException(
                 422, f"unknown method '{method}'; choose one of: {', '.join(METHODS)}"
             )
-        return await pool.run(served.explain, await request.body(), method, topk)
+        return await pool.run(served.explain, await read_upload(request), method, topk)
 
     return app
+
+
+async def read_upload(request: Request) -> bytes:
+    """The uploaded file's bytes: the body itself, or the one file part of a multipart form.
+
+    Both arrive through the body cap (`BodySizeLimit`); the bytes then go through the same
+    header checks and decoding (`uploads`). A form's file part is the one named `file`, or
+    else its only file part; a form with none, or with several and none named `file`, is
+    refused with 400.
+    """
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        return await request.body()
+    async with request.form() as form:
+        files = [
+            (name, value) for name, value in form.multi_items() if isinstance(value, UploadFile)
+        ]
+        named = [upload for name, upload in files if name == FILE_FIELD]
+        chosen = named if named else [upload for _, upload in files]
+        if len(chosen) != 1:
+            found = "no file part" if not chosen else f"{len(chosen)} file parts"
+            raise UploadError(
+                400,
+                f"the form has {found}; send one image in a field named '{FILE_FIELD}' "
+                f"(curl -F {FILE_FIELD}=@photo.jpg)",
+            )
+        return await chosen[0].read()
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -8,7 +8,8 @@ Routes: `GET /` (the page), `GET /healthz`, `GET /api/models`, `POST /api/predic
 Safe by default: the server binds to 127.0.0.1; request bodies are capped before they are read
 (`limits.BodySizeLimit`); uploads are checked from their header and decoded in memory, their
 file names never seen (`uploads`); networks are loaded at start and chosen by name, never by a
-path from a request (`served`); inference runs in a bounded pool whose overflow gets 503.
+path from a request (`served`); predictions that arrive together run as one batch (`batching`),
+explanations in a bounded pool; a request that would wait too long gets 503.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import UploadFile
 
 from cnnlab import __version__
+from cnnlab.deploy.batching import DynamicBatcher
 from cnnlab.deploy.limits import BodySizeLimit, InferencePool, ServerBusy
 from cnnlab.deploy.served import ServedModel
 from cnnlab.deploy.uploads import UploadError, check_decompression_bombs
@@ -36,6 +38,9 @@ DEFAULT_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 10_000_000
 DEFAULT_WORKERS = 2
 DEFAULT_QUEUE = 32
+DEFAULT_MAX_BATCH = 8
+DEFAULT_BATCH_WAIT_MS = 2.0
+DEFAULT_QUEUE_TIMEOUT_S = 5.0
 DEFAULT_METHOD = "gradcam"
 FILE_FIELD = "file"
 IMAGE_BODY = {
@@ -71,10 +76,29 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     workers: int = DEFAULT_WORKERS,
     queue: int = DEFAULT_QUEUE,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+    queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
 ) -> FastAPI:
-    """The FastAPI application serving `models` (name -> model)."""
+    """The FastAPI application serving `models` (name -> model).
+
+    Predictions are batched per model (`batching.DynamicBatcher`: up to `max_batch` images,
+    at most `queue` batches waiting, none longer than `queue_timeout_s`); explanations run one
+    request at a time on the bounded pool of `workers` threads and `queue` places.
+    """
     check_decompression_bombs()
     pool = InferencePool(workers, queue)
+    batchers = {
+        name: DynamicBatcher(
+            served.predict_batch,
+            pool.executor,
+            max_batch=max_batch,
+            wait_s=batch_wait_ms / 1000,
+            queue_timeout_s=queue_timeout_s,
+            capacity=max(queue, 1) * max_batch,
+        )
+        for name, served in models.items()
+    }
     page = files("cnnlab.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
 
     @contextlib.asynccontextmanager
@@ -88,6 +112,7 @@ def create_app(
         summary="Classify and explain images with trained cnnlab networks.",
         lifespan=lifespan,
     )
+    app.state.batchers = batchers
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     _add_error_handlers(app)
 
@@ -123,8 +148,13 @@ def create_app(
         model: str | None = Query(None, description="A served model's name (optional if one)."),
         topk: int = Query(5, ge=1, le=100, description="How many classes to return."),
     ) -> dict:
-        served = pick(model)
-        return await pool.run(served.predict, await read_upload(request), topk)
+        batcher = batchers[pick(model).name]
+        batcher.arriving += 1
+        try:
+            data = await read_upload(request)
+        finally:
+            batcher.arriving -= 1
+        return await batcher.predict(data, topk)
 
     @app.post(
         "/api/explain",

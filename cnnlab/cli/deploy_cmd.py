@@ -16,8 +16,12 @@ CHECKPOINT_HELP = "A checkpoint file, or a run folder (its best.pt, else last.pt
 @app.command("export")
 def export_command(
     checkpoint: Path = typer.Argument(..., help=CHECKPOINT_HELP),
-    out: Path | None = typer.Option(
-        None, "--out", "-o", help="Where to write the model (default: beside the checkpoint)."
+    out: str | None = typer.Option(  # a str: Path would drop the trailing slash of a folder
+        None,
+        "--out",
+        "-o",
+        help="The .onnx file to write, or a folder to write MODEL.onnx into (default: beside the "
+        "checkpoint).",
     ),
     format: str = typer.Option("onnx", "--format", help="Export format: onnx."),
     opset: int | None = typer.Option(
@@ -72,14 +76,45 @@ def serve_command(
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
     max_body_mb: float = typer.Option(10.0, "--max-body-mb", min=0.001, help="Largest upload, MB."),
     workers: int = typer.Option(2, "--workers", min=1, help="Inference threads."),
-    queue: int = typer.Option(32, "--queue", min=0, help="Requests that may wait; more get 503."),
+    queue: int = typer.Option(
+        32,
+        "--queue",
+        min=0,
+        help="Explanations that may wait, and prediction batches that may wait; more get 503.",
+    ),
+    max_batch: int = typer.Option(
+        8,
+        "--max-batch",
+        min=1,
+        help="Predictions that arrive together run as one batch of up to N.",
+    ),
+    batch_wait_ms: float = typer.Option(
+        2.0,
+        "--batch-wait-ms",
+        min=0.0,
+        help="How long a batch may wait for requests still arriving (a lone request never waits).",
+    ),
+    queue_timeout: float = typer.Option(
+        5.0,
+        "--queue-timeout",
+        min=0.001,
+        help="Seconds a prediction may wait for its batch; longer gets 503 with Retry-After.",
+    ),
 ) -> None:
     """Serve a web page and a JSON API that classify and explain uploaded images."""
     from cnnlab.deploy.served import load_served_models
-    from cnnlab.deploy.server import create_app, is_loopback, run_server
+    from cnnlab.deploy.server import create_app, is_loopback, listen, run_server
 
     models = load_served_models(checkpoints, copies=workers)
-    app_ = create_app(models, max_body_bytes=int(max_body_mb * 1e6), workers=workers, queue=queue)
+    app_ = create_app(
+        models,
+        max_body_bytes=int(max_body_mb * 1e6),
+        workers=workers,
+        queue=queue,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+        queue_timeout_s=queue_timeout,
+    )
     if not is_loopback(host):
         error_console.print(
             f"[bold yellow]warning:[/] binding to {host}: anyone who can reach this machine can "
@@ -87,6 +122,11 @@ def serve_command(
             highlight=False,
             soft_wrap=True,
         )
+    sock = listen(host, port)
+    address = f"[{host}]" if ":" in host else host
+    bound_port = sock.getsockname()[1]
     names = ", ".join(models)
-    console.print(f"serving {names} on http://{host}:{port}/ (API docs at /docs; Ctrl-C stops)")
-    run_server(app_, host, port, workers)
+    console.print(
+        f"serving {names} on http://{address}:{bound_port}/ (API docs at /docs; Ctrl-C stops)"
+    )
+    run_server(app_, sock, workers)

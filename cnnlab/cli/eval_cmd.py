@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cnnlab.cli import app, console, error_console, print_table
@@ -20,7 +21,13 @@ from cnnlab.engine.evaluate_run import evaluate_checkpoint
 from cnnlab.engine.metrics import most_confused
 from cnnlab.engine.plots import plot_confusion
 from cnnlab.engine.predict import FilePrediction, predict_files
-from cnnlab.errors import DataError
+from cnnlab.engine.predict_csv import (
+    compile_id_pattern,
+    default_columns,
+    parse_columns,
+    write_predictions_csv,
+)
+from cnnlab.errors import DataError, OptionError
 from cnnlab.fileio import atomic_write
 
 MAX_MATRIX_TABLE_CLASSES = 12  # larger confusion matrices print as their most confused pairs
@@ -104,12 +111,31 @@ def predict_command(
     topk: int = typer.Option(5, "--topk", "-k", min=1, help="How many classes to show per file."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON only."),
+    csv_out: Path | None = typer.Option(
+        None, "--csv", help="Write one row per image to this CSV file instead of the table."
+    ),
+    id_pattern: str | None = typer.Option(
+        None,
+        "--id-pattern",
+        help=r"A regex with one group that finds the CSV id in each file name, e.g. (\d+) "
+        "(default: the file's stem).",
+    ),
+    columns: str | None = typer.Option(
+        None,
+        "--columns",
+        help="The CSV columns: id, path, class, probability, a class name (its probability), "
+        "HEADER=COLUMN to rename, e.g. id,label=dog (default: id, class, every class).",
+    ),
 ) -> None:
     """The most probable classes of each image, with their probabilities.
 
     A file that cannot be read gets its own error line and the others go on. The exit code is
     0 when at least one file was classified and 2 when none was.
     """
+    if csv_out is None and (id_pattern is not None or columns is not None):
+        raise OptionError("--id-pattern and --columns shape the CSV file: add --csv PATH")
+    if csv_out is not None and as_json:
+        raise OptionError("--csv and --json both choose the output: give one of them")
     torch_device = resolve_device(device)
     if checkpoint.suffix.lower() == ".onnx":
         from cnnlab.deploy.export import load_onnx_model  # needs the onnx extra, only here
@@ -117,6 +143,9 @@ def predict_command(
         model, state = load_onnx_model(checkpoint)
     else:
         model, state = model_from_checkpoint(checkpoint, device=torch_device)
+    if csv_out is not None:
+        _predict_to_csv(model, state, paths, csv_out, id_pattern, columns, torch_device)
+        return
     predictions = predict_files(
         model,
         paths,
@@ -131,9 +160,7 @@ def predict_command(
     if as_json:
         typer.echo(json.dumps([prediction.to_dict() for prediction in predictions], indent=2))
     elif classified:
-        # Never all the classes (their probabilities sum to 1): one less, at least one.
-        shown = min(topk, max(1, len(state["classes"]) - 1))
-        print_table(_prediction_table(classified, shown))
+        print_table(_prediction_table(classified, min(topk, len(state["classes"]))))
     for prediction in predictions:
         if prediction.error is not None and not as_json:
             error_console.print(
@@ -210,14 +237,51 @@ def _row_label(index: int, name: str) -> str:
 
 
 def _prediction_table(predictions: list[FilePrediction], topk: int) -> Table:
+    """A row per file and a labelled column per rank: `#1` to `#topk` (at most the classes)."""
     table = Table(title=f"Top-{topk} predictions")
     table.add_column("File", overflow="fold")
     for rank in range(1, topk + 1):
         table.add_column(f"#{rank}")
     for prediction in predictions:
-        cells = [
-            f"{name} [dim]{probability:.1%}[/]"
-            for name, probability in zip(prediction.classes, prediction.probabilities, strict=True)
-        ]
+        ranked = zip(prediction.classes, prediction.probabilities, strict=True)
+        cells = [f"{name} [dim]{probability:.1%}[/]" for name, probability in ranked]
         table.add_row(str(prediction.path), *cells)
     return table
+
+
+def _predict_to_csv(
+    model: torch.nn.Module,
+    state: dict,
+    paths: list[Path],
+    out: Path,
+    id_pattern: str | None,
+    columns: str | None,
+    device: torch.device,
+) -> None:
+    """Every class's probability for each image, written as the CSV rows `columns` names."""
+    classes = list(state["classes"])
+    chosen = parse_columns(columns or default_columns(classes), classes)
+    pattern = compile_id_pattern(id_pattern) if id_pattern is not None else None
+    with Progress(
+        TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=error_console, transient=True,
+    ) as progress:  # fmt: skip
+        task = progress.add_task("predict", total=None)
+        predictions = predict_files(
+            model,
+            paths,
+            mean=state["mean"],
+            std=state["std"],
+            image_shape=state["image_shape"],
+            classes=classes,
+            topk=len(classes),
+            device=device,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    skipped = [prediction.error for prediction in predictions if prediction.error is not None]
+    written = write_predictions_csv(out, predictions, chosen, pattern, on_skip=skipped.append)
+    for reason in skipped:
+        error_console.print(f"[red]skipped:[/] {reason}", highlight=False, soft_wrap=True)
+    if not written:
+        raise DataError(f"none of the {len(predictions)} file(s) could be written to {out}")
+    console.print(f"wrote {written:,} rows to {out}")

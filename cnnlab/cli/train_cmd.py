@@ -13,6 +13,7 @@ import dataclasses
 import inspect
 import os
 import signal
+import types
 import typing
 import warnings
 from collections.abc import Callable, Iterator
@@ -137,7 +138,9 @@ def _config_parameter(item: dataclasses.Field) -> tuple[object, object]:
     stay unless a flag overrides them. Lists are given comma-separated (`--augment flip,crop:4`).
     """
     hint = typing.get_type_hints(TrainConfig)[item.name]
-    base = next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
+    base = hint
+    if isinstance(hint, types.UnionType):  # `int | None`: the option takes an int
+        base = next(arg for arg in typing.get_args(hint) if arg is not type(None))
     flag = "--" + item.name.replace("_", "-")
     names = [f"{flag}/--no-{flag[2:]}"] if base is bool else [flag]
     if item.metadata.get("short"):

@@ -20,6 +20,7 @@ import contextlib
 import copy
 import io
 import json
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,6 +87,8 @@ def export_onnx(
 ) -> ExportReport:
     """Export a checkpoint (file, run folder or loaded dict) to `out`, checked in onnxruntime.
 
+    `out` names the file, or a folder (one that exists, or a path ending in a slash) to write
+    `<model name>.onnx` into. A destination that cannot be written raises `OptionError`.
     Raises `ExportError` when PyTorch cannot export the network, or when onnxruntime's logits
     differ from PyTorch's by more than `tolerance` and by more than `ROUNDING_FACTOR` times
     PyTorch's own float32 rounding error on the same images; nothing is written then.
@@ -115,10 +118,15 @@ def export_onnx(
             f"the limit of {tolerance:g} and over {ROUNDING_FACTOR}x PyTorch's own float32 "
             f"rounding ({rounding:.3g}); the export was not written"
         )
-    with atomic_write(out) as file:
-        file.write(serialized)
+    path = export_destination(out, state["model_name"])
+    try:
+        with atomic_write(path) as file:
+            file.write(serialized)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise OptionError(f"cannot write {path} ({reason}); choose another --out") from None
     return ExportReport(
-        path=Path(out),
+        path=path,
         model_name=state["model_name"],
         opset=_opset_of(proto),
         dynamic_batch=dynamic_batch,
@@ -128,6 +136,18 @@ def export_onnx(
         images_checked=sum(len(batch) for batch in batches),
         size_bytes=len(serialized),
     )
+
+
+def export_destination(out: str | Path, model_name: str) -> Path:
+    """The file `out` names: itself, or `<model_name>.onnx` inside it when it is a folder.
+
+    A folder is one that exists, or a path spelled with a trailing slash (which `Path` drops).
+    """
+    spelled = os.fspath(out)
+    path = Path(spelled)
+    if path.is_dir() or spelled.endswith(("/", os.sep)):
+        return path / f"{model_name}.onnx"
+    return path
 
 
 class _BatchMaker:

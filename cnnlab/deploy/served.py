@@ -13,7 +13,7 @@ import copy
 import io
 import queue
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from cnnlab.deploy.uploads import decode_upload
+from cnnlab.deploy.uploads import UploadError, decode_upload
 from cnnlab.engine.checkpoint import model_from_checkpoint
 from cnnlab.errors import OptionError
 from cnnlab.explain import explain
@@ -90,11 +90,31 @@ class ServedModel:
 
     def predict(self, data: bytes, topk: int) -> dict:
         """`{"model", "top": [{"class", "probability"}, ...]}` for an uploaded image."""
-        batch = self.decode(data)
-        # Served networks stay in eval mode (`explain` restores it), so no mode switch here.
+        (answer,) = self.predict_batch([(data, topk)])
+        if isinstance(answer, UploadError):
+            raise answer
+        return answer
+
+    def predict_batch(self, uploads: Sequence[tuple[bytes, int]]) -> list[dict | UploadError]:
+        """`predict` of several `(data, topk)` uploads in one forward pass; a refused upload
+        gets its `UploadError` in its place and the others go on."""
+        decoded: list[Tensor | UploadError] = []
+        for data, _ in uploads:
+            try:
+                decoded.append(self.decode(data))
+            except UploadError as error:
+                decoded.append(error)
+        batch = [item for item in decoded if isinstance(item, Tensor)]
+        if not batch:
+            return decoded  # type: ignore[return-value]
         with self.borrowed() as model, torch.inference_mode():
-            probabilities = model(batch).float().softmax(dim=-1)[0]
-        return {"model": self.name, "top": self._top(probabilities.numpy(), topk)}
+            probabilities = iter(model(torch.cat(batch)).float().softmax(dim=-1).numpy())
+        return [
+            item
+            if isinstance(item, UploadError)
+            else {"model": self.name, "top": self._top(next(probabilities), topk)}
+            for item, (_, topk) in zip(decoded, uploads, strict=True)
+        ]
 
     def explain(self, data: bytes, method: str, topk: int) -> dict:
         """The prediction plus a heat map of where the network looked for its top class."""

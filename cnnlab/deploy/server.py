@@ -1,43 +1,63 @@
 """`cnnlab serve`: one static page and a JSON API that classify and explain uploaded images.
 
 Routes: `GET /` (the page), `GET /healthz`, `GET /api/models`, `POST /api/predict` and
-`POST /api/explain` (the image file's bytes as the request body; `model`, `topk` and `method`
-as query parameters), `GET /openapi.json` and FastAPI's `/docs`.
+`POST /api/explain` (the image file's bytes as the request body, or as the `file` part of a
+`multipart/form-data` form; `model`, `topk` and `method` as query parameters), `GET
+/openapi.json` and FastAPI's `/docs`.
 
 Safe by default: the server binds to 127.0.0.1; request bodies are capped before they are read
 (`limits.BodySizeLimit`); uploads are checked from their header and decoded in memory, their
 file names never seen (`uploads`); networks are loaded at start and chosen by name, never by a
-path from a request (`served`); inference runs in a bounded pool whose overflow gets 503.
+path from a request (`served`); predictions that arrive together run as one batch (`batching`),
+explanations in a bounded pool; a request that would wait too long gets 503.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import os
+import socket
 from collections.abc import AsyncIterator
 from importlib.resources import files
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.datastructures import UploadFile
 
 from cnnlab import __version__
+from cnnlab.deploy.batching import DynamicBatcher
 from cnnlab.deploy.limits import BodySizeLimit, InferencePool, ServerBusy
 from cnnlab.deploy.served import ServedModel
 from cnnlab.deploy.uploads import UploadError
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, OptionError
 from cnnlab.explain import METHODS
 
 DEFAULT_HOST = "127.0.0.1"
 MAX_BODY_BYTES = 10_000_000
 DEFAULT_WORKERS = 2
 DEFAULT_QUEUE = 32
+DEFAULT_MAX_BATCH = 8
+DEFAULT_BATCH_WAIT_MS = 2.0
+DEFAULT_QUEUE_TIMEOUT_S = 5.0
 DEFAULT_METHOD = "gradcam"
+FILE_FIELD = "file"
 IMAGE_BODY = {
     "requestBody": {
         "required": True,
-        "description": "The image file's bytes (JPEG, PNG, GIF, BMP, WebP or TIFF).",
-        "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The image file (JPEG, PNG, GIF, BMP, WebP or TIFF): its bytes as the "
+        f"body, or a form whose file part is named '{FILE_FIELD}'.",
+        "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {FILE_FIELD: {"type": "string", "format": "binary"}},
+                    "required": [FILE_FIELD],
+                }
+            },
+        },
     }
 }
 # The page is self-contained: inline script and style, images from uploads and data: URLs.
@@ -56,9 +76,28 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     workers: int = DEFAULT_WORKERS,
     queue: int = DEFAULT_QUEUE,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+    queue_timeout_s: float = DEFAULT_QUEUE_TIMEOUT_S,
 ) -> FastAPI:
-    """The FastAPI application serving `models` (name -> model)."""
+    """The FastAPI application serving `models` (name -> model).
+
+    Predictions are batched per model (`batching.DynamicBatcher`: up to `max_batch` images,
+    at most `queue` batches waiting, none longer than `queue_timeout_s`); explanations run one
+    request at a time on the bounded pool of `workers` threads and `queue` places.
+    """
     pool = InferencePool(workers, queue)
+    batchers = {
+        name: DynamicBatcher(
+            served.predict_batch,
+            pool.executor,
+            max_batch=max_batch,
+            wait_s=batch_wait_ms / 1000,
+            queue_timeout_s=queue_timeout_s,
+            capacity=max(queue, 1) * max_batch,
+        )
+        for name, served in models.items()
+    }
     page = files("cnnlab.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
 
     @contextlib.asynccontextmanager
@@ -72,14 +111,17 @@ def create_app(
         summary="Classify and explain images with trained cnnlab networks.",
         lifespan=lifespan,
     )
+    app.state.batchers = batchers
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     _add_error_handlers(app)
 
     def pick(name: str | None) -> ServedModel:
-        if name is None and len(models) == 1:
-            return next(iter(models.values()))
+        served = ", ".join(models)
+        if name is None:
+            if len(models) == 1:
+                return next(iter(models.values()))
+            raise HTTPException(422, f"name a model with ?model=NAME; this server has: {served}")
         if name not in models:
-            served = ", ".join(models)
             raise HTTPException(404, f"unknown model '{name}'; this server has: {served}")
         return models[name]
 
@@ -105,8 +147,13 @@ def create_app(
         model: str | None = Query(None, description="A served model's name (optional if one)."),
         topk: int = Query(5, ge=1, le=100, description="How many classes to return."),
     ) -> dict:
-        served = pick(model)
-        return await pool.run(served.predict, await request.body(), topk)
+        batcher = batchers[pick(model).name]
+        batcher.arriving += 1
+        try:
+            data = await read_upload(request)
+        finally:
+            batcher.arriving -= 1
+        return await batcher.predict(data, topk)
 
     @app.post(
         "/api/explain",
@@ -124,9 +171,36 @@ def create_app(
             raise HTTPException(
                 422, f"unknown method '{method}'; choose one of: {', '.join(METHODS)}"
             )
-        return await pool.run(served.explain, await request.body(), method, topk)
+        return await pool.run(served.explain, await read_upload(request), method, topk)
 
     return app
+
+
+async def read_upload(request: Request) -> bytes:
+    """The uploaded file's bytes: the body itself, or the one file part of a multipart form.
+
+    Both arrive through the body cap (`BodySizeLimit`); the bytes then go through the same
+    header checks and decoding (`uploads`). A form's file part is the one named `file`, or
+    else its only file part; a form with none, or with several and none named `file`, is
+    refused with 400.
+    """
+    content_type = request.headers.get("content-type", "")
+    if not content_type.lower().startswith("multipart/form-data"):
+        return await request.body()
+    async with request.form() as form:
+        files = [
+            (name, value) for name, value in form.multi_items() if isinstance(value, UploadFile)
+        ]
+        named = [upload for name, upload in files if name == FILE_FIELD]
+        chosen = named if named else [upload for _, upload in files]
+        if len(chosen) != 1:
+            found = "no file part" if not chosen else f"{len(chosen)} file parts"
+            raise UploadError(
+                400,
+                f"the form has {found}; send one image in a field named '{FILE_FIELD}' "
+                f"(curl -F {FILE_FIELD}=@photo.jpg)",
+            )
+        return await chosen[0].read()
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -156,8 +230,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def run_server(app: FastAPI, host: str, port: int, workers: int) -> None:
-    """Serve `app` with uvicorn; each inference worker gets an equal share of the CPU cores.
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to `host:port` and listening (port 0: a free port the system picks).
+
+    Binding before uvicorn starts lets the caller announce the real port, and a busy port or an
+    address this machine does not have is one `OptionError` line instead of uvicorn's exit.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise OptionError(f"port {port} is in use; choose another with --port") from None
+        reason = error.strerror or type(error).__name__
+        raise OptionError(f"cannot listen on {host}:{port} ({reason}); check --host") from None
+
+
+def run_server(app: FastAPI, sock: socket.socket, workers: int) -> None:
+    """Serve `app` with uvicorn on the listening `sock`; each inference worker gets an equal
+    share of the CPU cores.
 
     PyTorch's intra-op threads are per calling thread: two workers with all cores each would
     oversubscribe the machine, and small networks then slow down many times over.
@@ -166,4 +257,5 @@ def run_server(app: FastAPI, host: str, port: int, workers: int) -> None:
     import uvicorn
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server.run(sockets=[sock])

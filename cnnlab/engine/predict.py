@@ -8,7 +8,7 @@ The model is a PyTorch network or anything called like one, such as an exported 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,11 +78,14 @@ def predict_files(
     topk: int = 5,
     device: torch.device | str = "cpu",
     batch_size: int = 64,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[FilePrediction]:
     """The `topk` most probable classes of each image file (folders expand to their images).
 
-    Files are decoded to `image_shape` (C, H, W; square) and normalized with `mean`/`std`. A
-    file that cannot be read gets a `FilePrediction` with `error` set; the others go on.
+    Files are decoded to `image_shape` (C, H, W; square) and normalized with `mean`/`std`, a
+    batch at a time, so memory stays bounded on folders of any size. A file that cannot be read
+    gets a `FilePrediction` with `error` set; the others go on. `on_progress(done, total)` is
+    called after each batch.
     """
     if topk < 1:
         raise OptionError(f"topk must be at least 1, got {topk}")
@@ -103,6 +106,8 @@ def predict_files(
             readable = [prediction for prediction in chunk if prediction.error is None]
             _classify(model, decoded, readable, mean, std, classes, topk, device)
         results += chunk
+        if on_progress is not None:
+            on_progress(len(results), len(entries))
     return results
 
 

@@ -192,3 +192,24 @@ def test_cli_exports_then_predicts_with_the_onnx_file(
     assert all(row["top"][0]["class"] in CLASSES for row in rows)
     refused = runner.invoke(app, ["export", str(lenet_checkpoint), "--format", "tflite"])
     assert refused.exit_code == 2 and "unknown export format" in refused.output
+
+
+def test_export_out_may_name_a_folder(lenet_checkpoint: Path, tmp_path: Path) -> None:
+    runner = CliRunner(env={"COLUMNS": "200"})
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    into_existing = runner.invoke(app, ["export", str(lenet_checkpoint), "--out", str(existing)])
+    assert into_existing.exit_code == 0, into_existing.output
+    assert OnnxModel(existing / "lenet5_modern.onnx").info()["classes"] == CLASSES
+    new_folder = tmp_path / "new"
+    into_new = runner.invoke(app, ["export", str(lenet_checkpoint), "--out", f"{new_folder}/"])
+    assert into_new.exit_code == 0, into_new.output
+    assert (new_folder / "lenet5_modern.onnx").is_file()
+
+
+def test_export_to_an_unwritable_place_is_one_line(lenet_checkpoint: Path) -> None:
+    refused = CliRunner(env={"COLUMNS": "200"}).invoke(
+        app, ["export", str(lenet_checkpoint), "--out", "/proc/x.onnx"]
+    )
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.count("\n") == 1 and "/proc/x.onnx" in refused.output

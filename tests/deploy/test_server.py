@@ -8,6 +8,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
+import re
+import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -212,11 +217,53 @@ def test_models_are_named_and_never_confused(checkpoint: Path, tmp_path: Path) -
 
 def test_binding_beyond_loopback_warns(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     started = []
-    monkeypatch.setattr("cnnlab.deploy.server.run_server", lambda *args: started.append(args[1:]))
+
+    def record(_app, sock: socket.socket, workers: int) -> None:
+        started.append((sock.getsockname()[0], workers))
+        sock.close()
+
+    monkeypatch.setattr("cnnlab.deploy.server.run_server", record)
     runner = CliRunner(env={"COLUMNS": "200"})
     local = runner.invoke(cli_app, ["serve", str(checkpoint), "--port", "0"])
     assert local.exit_code == 0 and "warning" not in local.output
-    public = runner.invoke(cli_app, ["serve", str(checkpoint), "--host", "0.0.0.0"])
+    public = runner.invoke(cli_app, ["serve", str(checkpoint), "--host", "0.0.0.0", "--port", "0"])
     assert public.exit_code == 0 and "warning: binding to 0.0.0.0" in public.output
-    assert started == [("127.0.0.1", 0, 2), ("0.0.0.0", 8000, 2)]
+    assert started == [("127.0.0.1", 2), ("0.0.0.0", 2)]
     assert is_loopback("::1") and is_loopback("localhost") and not is_loopback("192.168.1.2")
+
+
+def test_port_0_announces_the_port_it_serves_on(checkpoint: Path) -> None:
+    command = [sys.executable, "-m", "cnnlab", "serve", str(checkpoint), "--port", "0"]
+    environment = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=environment)
+    try:
+        announced = server.stdout.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", announced).group(1))
+        assert port != 0
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        assert answer.json()["status"] == "ok"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def test_a_busy_port_is_one_line_before_any_announcement(checkpoint: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        busy = CliRunner(env={"COLUMNS": "200"}).invoke(
+            cli_app, ["serve", str(checkpoint), "--port", str(port)]
+        )
+    assert busy.exit_code == 2, busy.output
+    assert busy.output.strip() == f"error: port {port} is in use; choose another with --port"
+
+
+def test_with_two_models_a_request_must_name_one(checkpoint: Path) -> None:
+    served = load_served_models([f"digits={checkpoint}", str(checkpoint)], copies=1)
+    with TestClient(create_app(served)) as client:
+        unnamed = client.post("/api/predict", content=files.gray_png(), headers=PNG)
+        named = client.post("/api/predict?model=digits", content=files.gray_png(), headers=PNG)
+    assert unnamed.status_code == 422
+    assert unnamed.json()["detail"] == (
+        "name a model with ?model=NAME; this server has: digits, lenet5_modern"
+    )
+    assert named.status_code == 200 and named.json()["model"] == "digits"

@@ -14,7 +14,7 @@ from cnnlab.cli import app, console, error_console, print_table
 from cnnlab.engine.checkpoint import model_from_checkpoint
 from cnnlab.engine.distributed import resolve_device
 from cnnlab.errors import OptionError
-from cnnlab.explain.features import feature_maps, first_conv_filters
+from cnnlab.explain.features import activation_heat, feature_maps, first_conv_filters
 from cnnlab.explain.files import (
     ExplainedFiles,
     explain_files,
@@ -25,7 +25,12 @@ from cnnlab.explain.files import (
 )
 from cnnlab.explain.inputs import ImageFiles, load_image_files
 from cnnlab.explain.methods import METHODS
-from cnnlab.explain.render import feature_maps_figure, filters_figure, sanity_figure
+from cnnlab.explain.render import (
+    feature_maps_figure,
+    filters_figure,
+    overlay_pixels,
+    sanity_figure,
+)
 from cnnlab.explain.sanity import (
     SanityReport,
     sanity_checks,
@@ -36,13 +41,17 @@ from cnnlab.explain.sanity import (
 from cnnlab.fileio import atomic_write_text
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    from cnnlab.explain.files import Drawing
 
 CHECKPOINT_HELP = "A checkpoint file, or a run folder (its best.pt, else last.pt)."
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda or mps."
 SANITY_IMAGES = 16  # each randomization step explains every image again
 FEATURE_IMAGES = 16  # feature-map grids drawn for a folder, at most
 LAYER_HELP = "auto (the last feature block) or a module name such as layer4 or features.s4."
+AT_INPUT_SIZE_HELP = (
+    "Draw over the network's square input instead of each photo at its own size (longest "
+    "side at most 1024 px), and write no STEM.*.overlay.png files."
+)
 
 
 @app.command("explain")
@@ -60,10 +69,12 @@ def explain_command(
     sanity: bool = typer.Option(
         False, "--sanity", help="Also run model randomization and deletion/insertion checks."
     ),
+    at_input_size: bool = typer.Option(False, "--at-input-size", help=AT_INPUT_SIZE_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
-    """Heat maps of where the network looks: one PNG per image and method, and a grid
-    comparing the methods when several are given."""
+    """Heat maps of where the network looks, over each photo at its own size: per image and
+    method a figure and the bare overlay, and a grid comparing the methods when several are
+    given."""
     methods = parse_methods(method)
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint, device=torch_device)
@@ -78,7 +89,7 @@ def explain_command(
         if len(result.images.inputs) > SANITY_IMAGES:
             console.print(f"[yellow]note:[/] --sanity checks the first {SANITY_IMAGES} images")
         report = sanity_checks(model, inputs, methods, explained, layer)
-    figures = explanation_figures(result)
+    figures = explanation_figures(result, at_input_size=at_input_size)
     if report is not None:
         figures = itertools.chain(figures, [("sanity.png", sanity_figure(report))])
     written = write_figures(figures, out)
@@ -104,16 +115,18 @@ def features_command(
     layer: str | None = typer.Option(None, "--layer", help=LAYER_HELP),
     filters: bool = typer.Option(False, "--filters", help="Draw the first convolution's filters."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the PNG figures."),
+    at_input_size: bool = typer.Option(False, "--at-input-size", help=AT_INPUT_SIZE_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
-    """A grid of one layer's feature maps per image, and/or the first layer's filters."""
+    """A grid of one layer's feature maps per image with their mean over the photo at its own
+    size, and/or the first layer's filters."""
     if layer is None and not filters:
         raise OptionError("give --layer NAME (with an IMAGE) to draw feature maps, or --filters")
     if layer is not None and image is None:
         raise OptionError("--layer draws the feature maps of an image; give the IMAGE too")
     torch_device = resolve_device(device)
     model, state = model_from_checkpoint(checkpoint, device=torch_device)
-    figures: dict[str, Figure] = {}
+    figures: dict[str, Drawing] = {}
     if layer is not None and image is not None:
         files = load_image_files([image], state, torch_device, limit=FEATURE_IMAGES)
         _print_notes(files)
@@ -124,11 +137,13 @@ def features_command(
                 highlight=False,
                 soft_wrap=True,
             )
-        stems = output_stems(files.paths)
-        for index, (path, stem) in enumerate(zip(files.paths, stems, strict=True)):
+        for index, stem in enumerate(output_stems(files.paths)):
             name, maps = feature_maps(model, files.inputs[index : index + 1], layer)
-            title = f"{state['model_name']} {name}\n{path.name}: {len(maps)} maps"
+            title = f"{state['model_name']} {name}\n{files.paths[index].name}: {len(maps)} maps"
             figures[f"{stem}.{name}.png"] = feature_maps_figure(maps, title)
+            if not at_input_size:
+                heat = activation_heat(maps)
+                figures[f"{stem}.{name}.overlay.png"] = overlay_pixels(files.backdrop(index), heat)
     if filters:
         name, weight = first_conv_filters(model)
         size = "x".join(map(str, weight.shape[2:]))

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from cnnlab.errors import OptionError
 from cnnlab.explain.hooks import record_layer, resolve_layer, trace_layers
-from cnnlab.explain.methods import eval_mode
+from cnnlab.explain.methods import eval_mode, unit_range
 
 
 def feature_maps(model: nn.Module, image: Tensor, layer: str) -> tuple[str, np.ndarray]:
@@ -21,6 +21,13 @@ def feature_maps(model: nn.Module, image: Tensor, layer: str) -> tuple[str, np.n
     with eval_mode(model), torch.no_grad(), record_layer(model, name) as recording:
         model.forward_features(image)
     return name, recording.activation[0].float().cpu().numpy()
+
+
+def activation_heat(activation: np.ndarray) -> np.ndarray:
+    """(h, w) in [0, 1]: a (C, h, w) activation's mean over its channels, scaled from its
+    minimum to its maximum (zero where it is constant) — a heat map of where the layer fires."""
+    mean = torch.from_numpy(np.ascontiguousarray(activation)).float().mean(dim=0)
+    return unit_range(mean[None], signed=True)[0].numpy()
 
 
 def first_conv_filters(model: nn.Module) -> tuple[str, np.ndarray]:

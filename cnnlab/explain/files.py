@@ -1,6 +1,7 @@
 """Explaining image files with a trained checkpoint: every map is computed before anything is
 written, so bad input leaves no partial output; figures are then drawn and written (each
-atomically) one at a time."""
+atomically) one at a time, over each photo at its own size (decoded again as it is drawn) or,
+`at_input_size`, over the network's input."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from cnnlab.engine.plots import save_figure
 from cnnlab.errors import OptionError
 from cnnlab.explain.inputs import ImageFiles, load_image_files
 from cnnlab.explain.methods import METHODS, Explanation, explain
-from cnnlab.explain.render import comparison_figure, explanation_figure
+from cnnlab.explain.render import comparison_figure, explanation_figure, overlay_pixels
+from cnnlab.fileio import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    Drawing = Figure | np.ndarray  # a figure, or uint8 (H, W, 3) pixels written as they are
 
 BATCH_SIZE = 32  # images explained at once
 GRID_ROWS = 16  # images per comparison grid
@@ -116,37 +121,60 @@ def caption(result: ExplainedFiles, index: int, explanation: Explanation) -> str
     )
 
 
-def explanation_figures(result: ExplainedFiles) -> Iterator[tuple[str, Figure]]:
-    """(file name, figure) pairs, drawn one at a time: one per image and method, and for
-    several methods grids of up to `GRID_ROWS` images (`comparison.png`, or numbered)."""
-    pixels = result.images.pixels.cpu()
-    stems = output_stems(result.images.paths)
-    for method, explanation in result.explanations.items():
-        for index, stem in enumerate(stems):
+def explanation_figures(
+    result: ExplainedFiles, *, at_input_size: bool = False
+) -> Iterator[tuple[str, Drawing]]:
+    """(file name, figure or pixels) pairs, drawn one at a time: per image and method a figure
+    `STEM.METHOD.png` and, over the photo at its own size, the bare overlay
+    `STEM.METHOD.overlay.png` (`ImageFiles.backdrop`); for several methods, grids of up to
+    `GRID_ROWS` images (`comparison.png`, or numbered). `at_input_size` draws everything over
+    the network's square input instead, with no overlay files."""
+    for index, stem in enumerate(output_stems(result.images.paths)):
+        image = result.images.backdrop(index, at_input_size)
+        for method, explanation in result.explanations.items():
+            heat = explanation.maps[index]
             text = caption(result, index, explanation)
             yield (
                 f"{stem}.{method}.png",
-                explanation_figure(
-                    pixels[index], explanation.maps[index], method=method, caption=text
-                ),
+                explanation_figure(image, heat, method=method, caption=text),
             )
-    if len(result.explanations) < 2:
-        return
+            if not at_input_size:
+                yield f"{stem}.{method}.overlay.png", overlay_pixels(image, heat)
+    if len(result.explanations) > 1:
+        yield from _comparison_figures(result, at_input_size)
+
+
+def _comparison_figures(
+    result: ExplainedFiles, at_input_size: bool
+) -> Iterator[tuple[str, Figure]]:
+    """The methods side by side, `GRID_ROWS` images to a figure."""
     first = next(iter(result.explanations.values()))
+    count = len(result.images.paths)
     titles = [
         caption(result, i, first).replace(": ", "\n", 1).replace(", ", "\n", 1)
-        for i in range(len(stems))
+        for i in range(count)
     ]
-    starts = range(0, len(stems), GRID_ROWS)
+    starts = range(0, count, GRID_ROWS)
     for number, start in enumerate(starts, start=1):
-        rows = slice(start, start + GRID_ROWS)
+        rows = range(start, min(start + GRID_ROWS, count))
+        images = [result.images.backdrop(index, at_input_size) for index in rows]
         maps = {
-            method: explanation.maps[rows] for method, explanation in result.explanations.items()
+            method: explanation.maps[rows.start : rows.stop]
+            for method, explanation in result.explanations.items()
         }
         name = "comparison.png" if len(starts) == 1 else f"comparison-{number}.png"
-        yield name, comparison_figure(pixels[rows], maps, titles[rows])
+        yield name, comparison_figure(images, maps, titles[rows.start : rows.stop])
 
 
-def write_figures(figures: Iterable[tuple[str, Figure]], out: Path) -> list[Path]:
-    """Save each figure into `out` (atomically) as it is drawn."""
-    return [save_figure(figure, out / name) for name, figure in figures]
+def write_figures(drawings: Iterable[tuple[str, Drawing]], out: Path) -> list[Path]:
+    """Save each figure, or uint8 (H, W, 3) pixels as a PNG, into `out` (atomically) as it is
+    drawn."""
+    return [_save(drawing, out / name) for name, drawing in drawings]
+
+
+def _save(drawing: Drawing, path: Path) -> Path:
+    if not isinstance(drawing, np.ndarray):
+        return save_figure(drawing, path)
+    with atomic_write(path) as file:
+        Image.fromarray(drawing).save(file, format="PNG")
+    return path

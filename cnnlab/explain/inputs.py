@@ -5,6 +5,9 @@ Files go through the one decoder (`cnnlab.data.images.read_image`). A file that 
 on, as in `predict`; none usable at all is a `DataError`. All files are read before anything is
 explained, so the output never depends on where reading failed. A file with another channel
 count than the model's is converted (color to grayscale or back) and comes with a note saying so.
+
+`read_photo` decodes a file again at its own size (upright, through the same decoder), for
+drawing maps over the photo rather than over the network's square input.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from cnnlab.data.images import native_shape, read_image
@@ -21,6 +25,7 @@ from cnnlab.engine.predict import expand_image_paths, normalize_images
 from cnnlab.errors import DataError
 
 CHANNEL_NAMES = {1: "grayscale", 3: "color"}
+PHOTO_MAX_SIDE = 1024  # photos drawn under a map are shrunk to this longest side, at most
 
 
 @dataclass
@@ -35,6 +40,13 @@ class ImageFiles:
     notes: list[str]
     skipped: list[str] = field(default_factory=list)
     unread: int = 0
+
+    def backdrop(self, index: int, at_input_size: bool = False) -> Tensor:
+        """What a map of image `index` is drawn over: its photo at its own size (`read_photo`,
+        decoded again), or `at_input_size` the network's square input (`pixels`)."""
+        if at_input_size:
+            return self.pixels[index].cpu()
+        return read_photo(self.paths[index], channels=self.pixels.shape[1])
 
 
 def load_image_files(
@@ -88,3 +100,18 @@ def load_image_files(
         skipped,
         unread,
     )
+
+
+def read_photo(path: str | Path, channels: int, max_side: int = PHOTO_MAX_SIDE) -> Tensor:
+    """uint8 (channels, H, W): the file upright at its own size (`read_image`), shrunk to
+    `max_side` on its longest side (antialiased bilinear, aspect kept) when larger."""
+    photo = read_image(path, channels=channels)
+    height, width = photo.shape[1:]
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return photo
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    shrunk = F.interpolate(
+        photo[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False
+    )
+    return shrunk[0].round_().clamp_(0, 255).to(torch.uint8)

@@ -2,20 +2,26 @@
 
 Built on matplotlib's object API with the Agg canvas (`engine.plots.new_figure`); the caller
 saves them with `engine.plots.save_figure` (atomic) once everything has been computed.
+`overlay_pixels` is the one place a map is laid over an image, for figures and for the bare
+overlay PNGs alike.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from cnnlab.engine.plots import new_figure
+from cnnlab.explain.methods import upsample
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.cm import ScalarMappable
     from matplotlib.figure import Figure
 
     from cnnlab.explain.sanity import SanityReport
@@ -27,43 +33,76 @@ MAX_FEATURE_MAPS = 64
 MIN_GRID_INCHES = 4.5  # room for the title above small grids
 
 
-def _show_image(axes: Axes, pixels: Tensor | np.ndarray, *, faded: bool = False) -> None:
-    """Draw a uint8 (C, H, W) image; `faded` draws it in gray, as a backdrop for a heat map."""
+def heat_over(heat: np.ndarray, height: int, width: int) -> np.ndarray:
+    """An (h, w) map of the network's square input resized bilinearly to (`height`, `width`).
+
+    The input was the whole image squashed to a square (`data.images.fit_square`: no crop, no
+    padding), so stretching the map back onto the image's own aspect inverts it exactly: map
+    pixel (i, j) covers image rows [i·H/h, (i+1)·H/h) and columns [j·W/w, (j+1)·W/w) (pixel
+    centres aligned, `align_corners=False`, as the squash samples; `methods.upsample`, which
+    brings layer maps to the input's size the same way)."""
+    maps = torch.from_numpy(np.ascontiguousarray(heat, dtype=np.float32))[None]
+    return upsample(maps, (height, width))[0].numpy()
+
+
+def overlay_pixels(image: Tensor | np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3): `heat` (values in [0, 1], any size; see `heat_over`) in `HEAT_COLORMAP`
+    over the uint8 (C, H, W) `image` in gray, mixed `HEAT_ALPHA` to 1 - `HEAT_ALPHA`."""
+    from matplotlib import colormaps
+
+    gray = np.asarray(image, dtype=np.float32).mean(axis=0)[..., None] / 255
+    spread = np.clip(heat_over(heat, *gray.shape[:2]), 0, 1)
+    colours = colormaps[HEAT_COLORMAP](spread)[..., :3]
+    mixed = (1 - HEAT_ALPHA) * gray + HEAT_ALPHA * colours
+    return np.rint(mixed * 255).astype(np.uint8)
+
+
+def _show_image(axes: Axes, pixels: Tensor | np.ndarray) -> None:
+    """Draw a uint8 (C, H, W) image, in color when it has 3 channels."""
     image = np.asarray(pixels)
-    if image.shape[0] == 3 and not faded:
-        axes.imshow(image.transpose(1, 2, 0), interpolation="nearest")
+    if image.shape[0] == 3:
+        _show_pixels(axes, image.transpose(1, 2, 0))
     else:
-        axes.imshow(image.mean(axis=0), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        _show_pixels(axes, image[0], cmap="gray", vmin=0, vmax=255)
+
+
+def _show_pixels(axes: Axes, pixels: np.ndarray, **style: object) -> None:
+    """(H, W) or (H, W, 3) pixels on bare axes, antialiased when shrunk to fit the panel."""
+    axes.imshow(pixels, interpolation="antialiased", **style)
     axes.set_xticks([])
     axes.set_yticks([])
 
 
-def _overlay(axes: Axes, pixels: Tensor | np.ndarray, heat: np.ndarray):
-    _show_image(axes, pixels, faded=True)
-    return axes.imshow(
-        heat, cmap=HEAT_COLORMAP, alpha=HEAT_ALPHA, vmin=0, vmax=1, interpolation="bilinear"
-    )
+def _overlay(axes: Axes, pixels: Tensor | np.ndarray, heat: np.ndarray) -> ScalarMappable:
+    """The map over the image (`overlay_pixels`), and the color scale for a color bar."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    _show_pixels(axes, overlay_pixels(pixels, heat))
+    return ScalarMappable(Normalize(0, 1), HEAT_COLORMAP)
 
 
 def explanation_figure(
     pixels: Tensor | np.ndarray, heat: np.ndarray, *, method: str, caption: str
 ) -> Figure:
-    """The image and its heat map overlaid (with a color bar), titled with `caption`."""
+    """The image and its heat map overlaid (with a color bar), titled with `caption`; `heat`
+    may have another size than the image (see `heat_over`)."""
     figure = new_figure(2 * PANEL_INCHES + 0.6, PANEL_INCHES + 0.7)
     image_axes, heat_axes = figure.subplots(1, 2)
     _show_image(image_axes, pixels)
-    image_axes.set_title("input", fontsize=9)
+    image_axes.set_title("image", fontsize=9)
     shown = _overlay(heat_axes, pixels, heat)
     heat_axes.set_title(method, fontsize=9)
-    figure.colorbar(shown, ax=heat_axes, fraction=0.046, pad=0.04)
+    figure.colorbar(shown, ax=heat_axes, fraction=0.046, pad=0.04, alpha=HEAT_ALPHA)
     figure.suptitle(caption, fontsize=9)
     return figure
 
 
 def comparison_figure(
-    pixels: Tensor | np.ndarray, maps: dict[str, np.ndarray], row_titles: list[str]
+    pixels: Sequence[Tensor], maps: dict[str, np.ndarray], row_titles: list[str]
 ) -> Figure:
-    """One row per image: the image, then its map under each method (one column each)."""
+    """One row per image (each of its own size): the image, then its map under each method
+    (one column each)."""
     rows, columns = len(row_titles), 1 + len(maps)
     figure = new_figure(columns * PANEL_INCHES * 0.8, rows * PANEL_INCHES * 0.8 + 0.3)
     grid = np.asarray(figure.subplots(rows, columns, squeeze=False))

@@ -18,12 +18,18 @@ from cnnlab.models import create_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from imagetrees import png_header_claiming  # noqa: E402
+from overlays import HEIGHT, WIDTH, heat_under, object_mask, photo_with_object  # noqa: E402
 
 CLASSES = ["zero", "one", "two"]
 
 
-def _save(path: Path, model_name: str, image_shape: list[int], **options: object) -> Path:
+def _save(
+    path: Path, model_name: str, image_shape: list[int], edit=None, **options: object
+) -> Path:
+    """An untrained model's checkpoint; `edit(model)` may set weights first."""
     model = create_model(model_name, num_classes=3, **options)
+    if edit is not None:
+        edit(model)
     channels = image_shape[0]
     save_checkpoint(
         path,
@@ -95,12 +101,15 @@ def test_explain_writes_one_figure_per_image_and_method_and_a_grid(
         "--method", "gradcam++", "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    names = {f"{stem}.{method}.png" for stem in ("gray", "color")
-             for method in ("gradcam", "saliency", "gradcam++")}  # fmt: skip
+    pairs = [(stem, method) for stem in ("gray", "color")
+             for method in ("gradcam", "saliency", "gradcam++")]  # fmt: skip
+    names = {f"{stem}.{method}{kind}.png" for stem, method in pairs for kind in ("", ".overlay")}
     assert {path.name for path in out.iterdir()} == names | {"comparison.png"}
     width, height = _png_size(out / "comparison.png")
     assert width > height > 300  # 2 rows, 4 columns
     assert _png_size(out / "gray.gradcam.png")[0] > 300
+    assert _png_size(out / "gray.saliency.overlay.png") == (30, 30)  # the photos' own sizes
+    assert _png_size(out / "color.gradcam++.overlay.png") == (40, 40)
     assert f"note: {pictures['color']}: color image converted to grayscale" in result.stdout
     assert "features.s4, input" in result.stdout
 
@@ -111,9 +120,8 @@ def test_explain_sanity_writes_tables_and_a_figure(
     out = tmp_path / "out"
     result = _invoke(runner, "explain", lenet, pictures["gray"], "--sanity", "--out", out)
     assert result.exit_code == 0, result.output
-    assert {"gray.gradcam.png", "sanity.png", "sanity.md", "sanity.csv"} == {
-        path.name for path in out.iterdir()
-    }
+    figures = {"gray.gradcam.png", "gray.gradcam.overlay.png", "sanity.png"}
+    assert {path.name for path in out.iterdir()} == figures | {"sanity.md", "sanity.csv"}
     assert "Model randomization" in result.stdout and "classifier.output" in result.stdout
     assert (out / "sanity.csv").read_text().startswith("test,step,layer,method,value\n")
 
@@ -171,7 +179,7 @@ def test_unreadable_files_are_skipped_with_a_line_each_and_the_others_explained(
         runner, "explain", lenet, pictures["bad"], bomb, pictures["gray"], "missing.png", "-o", out
     )
     assert result.exit_code == 0, result.output
-    assert {path.name for path in out.iterdir()} == {"gray.gradcam.png"}
+    assert {path.name for path in out.iterdir()} == {"gray.gradcam.png", "gray.gradcam.overlay.png"}
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("skipped: ") for line in lines)
     assert "bad.png: not a readable image" in lines[0]
@@ -225,7 +233,9 @@ def test_features_draws_a_layer_and_the_first_filters(
         runner, "features", resnet, pictures["color"], "--layer", "layer1", "--filters", "-o", out
     )
     assert result.exit_code == 0, result.output
-    assert {path.name for path in out.iterdir()} == {"color.layer1.png", "filters.png"}
+    assert {path.name for path in out.iterdir()} == {
+        "color.layer1.png", "color.layer1.overlay.png", "filters.png"
+    }  # fmt: skip
     assert min(_png_size(out / "filters.png")) > 200
 
 
@@ -238,7 +248,9 @@ def test_features_of_a_folder_draw_a_grid_per_image_up_to_the_cap(
 ) -> None:
     folder = pictures["gray"].parent  # bad.png, color.png, gray.png
     out = tmp_path / "features"
-    result = _invoke(runner, "features", resnet, folder, "--layer", "layer1", "-o", out)
+    result = _invoke(
+        runner, "features", resnet, folder, "--layer", "layer1", "--at-input-size", "-o", out
+    )
     assert result.exit_code == 0, result.output
     assert {path.name for path in out.iterdir()} == {"color.layer1.png", "gray.layer1.png"}
     assert "skipped: " in result.stderr and "bad.png" in result.stderr
@@ -248,6 +260,59 @@ def test_features_of_a_folder_draw_a_grid_per_image_up_to_the_cap(
     capped = tmp_path / "capped"
     result = _invoke(runner, "features", resnet, folder, "--layer", "layer1", "-o", capped)
     assert result.exit_code == 0, result.output
-    assert {path.name for path in capped.iterdir()} == {"color.layer1.png"}
+    assert {path.name for path in capped.iterdir()} == {
+        "color.layer1.png",
+        "color.layer1.overlay.png",
+    }
     note = f"note: 1 more file(s) in {folder} not drawn: at most 1 images are drawn, the first"
     assert note in result.stdout
+
+
+def test_explain_draws_over_the_photo_at_its_size_capped_or_at_the_input_size(
+    runner: CliRunner, lenet: Path, tmp_path: Path
+) -> None:
+    photo = photo_with_object(tmp_path / "photo.png")
+    wide = tmp_path / "wide.png"
+    Image.new("L", (1500, 1000), 90).save(wide)
+    turned = tmp_path / "turned.jpg"  # stored 90x60, shown upright as 60x90
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    with Image.open(photo) as image:
+        image.save(turned, exif=exif.tobytes())
+    out = tmp_path / "out"
+    result = _invoke(runner, "explain", lenet, photo, wide, turned, "-o", out)
+    assert result.exit_code == 0, result.output
+    figures = {f"{stem}.gradcam.png" for stem in ("photo", "wide", "turned")}
+    overlays = {name.replace(".png", ".overlay.png") for name in figures}
+    assert {path.name for path in out.iterdir()} == figures | overlays
+    assert _png_size(out / "photo.gradcam.overlay.png") == (WIDTH, HEIGHT)
+    assert _png_size(out / "wide.gradcam.overlay.png") == (1024, 683)  # longest side capped
+    assert _png_size(out / "turned.gradcam.overlay.png") == (HEIGHT, WIDTH)
+
+    at_input = tmp_path / "at-input"
+    arguments = (photo, wide, turned, "--at-input-size", "-o", at_input)
+    result = _invoke(runner, "explain", lenet, *arguments)
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in at_input.iterdir()} == figures
+
+
+def test_features_overlay_peaks_where_the_layer_fires_on_the_object(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """With non-negative first filters, conv1's mean map is largest on the bright object."""
+
+    def positive_filters(model: torch.nn.Module) -> None:
+        model.conv1.weight.data.abs_()
+
+    checkpoint = _save(tmp_path / "r.pt", "resnet20", [1, 32, 32], positive_filters, in_channels=1)
+    photo = photo_with_object(tmp_path / "photo.png")
+    out = tmp_path / "features"
+    result = _invoke(runner, "features", checkpoint, photo, "--layer", "conv1", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert {path.name for path in out.iterdir()} == {"photo.conv1.png", "photo.conv1.overlay.png"}
+    with Image.open(photo) as image:
+        gray = np.asarray(image, dtype=np.float64)
+    heat = heat_under(out / "photo.conv1.overlay.png", gray)
+    assert heat.shape == (HEIGHT, WIDTH)
+    assert object_mask()[np.unravel_index(heat.argmax(), heat.shape)]
+    assert heat[object_mask()].mean() > 0.8 and heat[~object_mask()].mean() < 0.3

@@ -44,6 +44,6 @@ def test_comparison_grids_hold_at_most_grid_rows_images(
         {method: explain(net, inputs, method) for method in methods},
     )
     monkeypatch.setattr(files, "GRID_ROWS", 2)
-    names = [name for name, _ in explanation_figures(result)]
-    per_image = [f"digit{index}.{method}.png" for method in methods for index in range(3)]
+    names = [name for name, _ in explanation_figures(result, at_input_size=True)]
+    per_image = [f"digit{index}.{method}.png" for index in range(3) for method in methods]
     assert names == [*per_image, "comparison-1.png", "comparison-2.png"]

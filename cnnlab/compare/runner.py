@@ -26,6 +26,7 @@ from cnnlab.compare.recipes import recipe
 from cnnlab.engine.budget import parse_duration
 from cnnlab.engine.config import TrainConfig
 from cnnlab.errors import InputSizeError, OptionError, StudyError
+from cnnlab.fileio import writable_directory
 from cnnlab.models import model_info
 from cnnlab.studies.runner import LEASE_SECONDS, run_configs
 from cnnlab.studies.shared_data import open_data, prepare_data
@@ -96,8 +97,7 @@ def run_compare(
     """
     if workers < 1:
         raise OptionError(f"--workers must be at least 1, got {workers}")
-    folder = Path(spec.out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = writable_directory(spec.out, "choose another --out folder")
     if (folder / "results.jsonl").is_file():
         on_message(f"ignoring {folder / 'results.jsonl'} (an older comparison's format)")
     base = spec.base_config()

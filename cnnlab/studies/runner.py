@@ -22,6 +22,7 @@ import torch
 from cnnlab.data.memory import DataSplits
 from cnnlab.engine.config import TrainConfig
 from cnnlab.errors import CnnlabError, OptionError, StudyError
+from cnnlab.fileio import writable_directory
 from cnnlab.models import create_model_for_input
 from cnnlab.studies.progress import runs_progress
 from cnnlab.studies.shared_data import data_key, open_data, prepare_data
@@ -66,8 +67,7 @@ def run_study(
         spec = StudySpec.from_yaml(spec)
     if workers < 1:
         raise OptionError(f"workers must be at least 1, got {workers}")
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = writable_directory(out, "choose another --out folder")
     configs = {
         run: spec.config_for(run.point, run.seed, folder / "runs" / run.folder)
         for run in spec.runs()

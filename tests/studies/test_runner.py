@@ -202,3 +202,20 @@ def test_cli_status_shows_the_counts_and_bad_specs_are_one_red_line(tmp_path: Pa
     assert "unknown activation 'swish'" in result.output and "Traceback" not in result.output
     result = cli.invoke(app, ["study", "status", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "is not a study folder" in result.output
+
+
+@pytest.mark.parametrize("command", ["study", "compare"])
+def test_an_out_folder_that_cannot_be_created_is_one_line(tmp_path: Path, command: str) -> None:
+    spec = tmp_path / "study.yaml"
+    spec.write_text("base: {model: lenet5, data: quadrants, epochs: 1}\nfactors: {lr: [0.1]}\n")
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for out in (a_file, Path("/proc/cnnlab-study")):
+        if command == "study":
+            args = ["study", "run", str(spec), "--out", str(out)]
+        else:
+            args = ["compare", "-m", "lenet5", "-d", "folder:/no/such", "--out", str(out)]
+        result = CliRunner().invoke(app, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith("error: cannot ") and str(out) in lines[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cnnlab.cli import app, console
+from cnnlab.cli.study_cmd import THREADS_HELP
 from cnnlab.compare import CompareSpec, report_title, run_compare, summarize_results, write_report
 from cnnlab.compare.report import markdown_table
 
@@ -26,6 +27,7 @@ def compare_command(
         "compare", "--out", "-o", help="Folder for the store, runs, data, table and plots."
     ),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Parallel worker processes."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
     image_size: int | None = typer.Option(
         None, "--image-size", min=1, help="Resize the images once, at load time."
     ),
@@ -46,7 +48,9 @@ def compare_command(
         image_size=image_size,
         device=device,
     )
-    records = run_compare(spec, workers=workers, progress=not quiet, on_message=console.print)
+    records = run_compare(
+        spec, workers=workers, threads=threads, progress=not quiet, on_message=console.print
+    )
     rows = summarize_results(records)
     if not rows:
         console.print("no model could be trained on this data")

@@ -24,6 +24,10 @@ from cnnlab.studies.results import load_results
 from cnnlab.studies.runner import run_study
 from cnnlab.studies.store import STATUSES, open_existing
 
+THREADS_HELP = (
+    "CPU threads per worker (default: OMP_NUM_THREADS when set, else the cores / --workers)."
+)
+
 study_app = typer.Typer(
     help="Ablation studies: factor sweeps over repeated seeds.", no_args_is_help=True
 )
@@ -39,10 +43,17 @@ def run_command(
     batched_seeds: bool = typer.Option(
         False, "--batched-seeds", help="Train all seeds of a point at once as one ensemble."
     ),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Run every pending run of SPEC in --out; finished runs are skipped, killed ones resumed."""
     outcome = run_study(
-        spec, out, workers=workers, extend=extend, batched_seeds=batched_seeds, log=console.print
+        spec,
+        out,
+        workers=workers,
+        extend=extend,
+        batched_seeds=batched_seeds,
+        threads=threads,
+        log=console.print,
     )
     _print_counts(outcome.folder)
     console.print(f"{outcome.seconds:.1f} s; report with `cnnlab study report {outcome.folder}`")

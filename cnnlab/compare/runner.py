@@ -92,8 +92,8 @@ def run_compare(
 ) -> list[dict]:
     """Train every pending (model, seed) run in `workers` processes; one record per run.
 
-    `threads` per worker defaults to the cores divided among the workers; `progress` prints a
-    line per finished run. Models that cannot take the images are skipped, with the reason.
+    `threads` per worker: see `studies.runner.threads_per_worker`; `progress` prints a line per
+    finished run. Models that cannot take the images are skipped, with the reason.
     """
     if workers < 1:
         raise OptionError(f"--workers must be at least 1, got {workers}")

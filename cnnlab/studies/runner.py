@@ -1,7 +1,8 @@
 """Running a study: `run_study(spec, out)` fills the store and trains every pending run.
 
-The runs go to `workers` processes (spawned), each with `cores // workers` threads so the cores
-are not oversubscribed, each claiming one run at a time from the store and training it with
+The runs go to `workers` processes (spawned), each with `threads_per_worker` threads (`--threads`,
+else `OMP_NUM_THREADS`, else the cores divided among the workers so they are not oversubscribed),
+each claiming one run at a time from the store and training it with
 `cnnlab.train` on the study's one memory-mapped copy of the data (`studies.worker`); a run that
 fails is recorded with its error and the study goes on. Running the same spec again skips finished runs; a run left `running`
 by a killed runner is taken up again once its lease runs out, resuming from its `last.pt`.
@@ -14,6 +15,7 @@ import multiprocessing
 import os
 import queue
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +59,7 @@ def run_study(
     """Run every pending run of `spec` (a `StudySpec` or a YAML path) in study folder `out`.
 
     `data` trains on splits already in memory instead of loading the spec's dataset (it must
-    not vary with the factors). `threads` per worker defaults to the cores divided among the
-    workers. `batched_seeds` trains all seeds of a point as one ensemble
+    not vary with the factors). `threads` per worker: see `threads_per_worker`. `batched_seeds` trains all seeds of a point as one ensemble
     where the network allows it (`cnnlab.studies.batched`). `log` receives one line per
     finished run (None: silent).
     """
@@ -128,7 +129,10 @@ def run_configs(
     counts = store.counts()
     if counts["pending"] + counts["running"] == 0:
         return counts  # all finished: no worker to start
-    threads = threads or max(1, _cores() // workers)
+    threads = threads_per_worker(workers, threads)
+    if log is not None:
+        todo = counts["pending"] + counts["running"]
+        log(f"{todo} runs to train: {workers} worker(s), {threads} thread(s) each")
     arguments = (
         str(store.path.parent),
         threads,
@@ -200,6 +204,30 @@ def _record_spec(store: StudyStore, spec: StudySpec, extend: bool, *, write: boo
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
             [(key, json.dumps(value)) for key, value in values.items()],
         )
+
+
+def threads_per_worker(
+    workers: int,
+    threads: int | None = None,
+    environ: Mapping[str, str] = os.environ,
+    cores: int | None = None,
+) -> int:
+    """The threads each worker trains with: `threads` when given, else `OMP_NUM_THREADS` when
+    set (the user's choice for every process), else the `cores` (default: those this process
+    may use) divided among the `workers`, at least 1."""
+    if threads is not None:
+        if threads < 1:
+            raise OptionError(f"--threads must be at least 1, got {threads}")
+        return threads
+    value = environ.get("OMP_NUM_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise OptionError(
+                f"OMP_NUM_THREADS={value!r} is not a positive whole number; "
+                "set it to one, unset it, or give --threads"
+            )
+        return int(value)
+    return max(1, (cores or _cores()) // workers)
 
 
 def _cores() -> int:

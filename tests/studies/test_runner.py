@@ -17,6 +17,7 @@ from cnnlab.cli import app
 from cnnlab.data.normalization import channel_mean_std
 from cnnlab.errors import OptionError, StudyError
 from cnnlab.studies import StudySpec, run_study
+from cnnlab.studies.runner import threads_per_worker
 from cnnlab.studies.shared_data import open_data, prepare_data
 from cnnlab.studies.store import StudyStore, process_alive
 from cnnlab.studies.worker import final_metrics
@@ -219,3 +220,28 @@ def test_an_out_folder_that_cannot_be_created_is_one_line(tmp_path: Path, comman
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1, result.output
         assert lines[0].startswith("error: cannot ") and str(out) in lines[0]
+
+
+def test_threads_per_worker_are_given_else_omp_num_threads_else_the_cores_shared() -> None:
+    omp = {"OMP_NUM_THREADS": "3"}
+    assert threads_per_worker(2, 5, omp, cores=16) == 5  # --threads wins
+    assert threads_per_worker(2, None, omp, cores=16) == 3  # not 16 // 2
+    assert threads_per_worker(4, None, {"OMP_NUM_THREADS": " "}, cores=16) == 4
+    assert threads_per_worker(4, None, {}, cores=16) == 4
+    assert threads_per_worker(3, None, {}, cores=2) == 1
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(OptionError, match="OMP_NUM_THREADS=.* give --threads"):
+            threads_per_worker(1, None, {"OMP_NUM_THREADS": bad}, cores=2)
+    with pytest.raises(OptionError, match="--threads must be at least 1"):
+        threads_per_worker(1, 0, {}, cores=2)
+
+
+def test_the_banner_shows_the_threads_each_worker_trains_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    spec = StudySpec.from_dict(tiny_spec(factors={"lr": [0.05]}, seeds=1))
+    lines: list[str] = []
+    run_study(spec, tmp_path, data=DATA, log=lines.append)
+    assert lines[0] == "2 runs to train: 1 worker(s), 1 thread(s) each"
+    assert {r.environment["threads"] for r in StudyStore(tmp_path).runs()} == {1}

@@ -22,7 +22,7 @@ from cnnlab.studies.report import REPORT_FOLDER, best_table, factor_table, write
 from cnnlab.studies.report import Table as ReportTable
 from cnnlab.studies.results import load_results
 from cnnlab.studies.runner import run_study
-from cnnlab.studies.store import STATUSES, open_existing
+from cnnlab.studies.store import COMPARISON_KEY, FINISHED, open_existing
 
 THREADS_HELP = (
     "CPU threads per worker (default: OMP_NUM_THREADS when set, else the cores / --workers)."
@@ -116,15 +116,28 @@ def _print_rich(table: ReportTable) -> None:
 def _print_counts(folder: Path) -> None:
     store = open_existing(folder, comparison=True)
     try:
-        counts, left = store.counts(), store.seconds_left()
+        counts, left = store.counts(stale=True), store.seconds_left()
+        stale_holders = store.stale_holders()
         failed = store.runs(where="status = 'failed'")
+        comparison = store.get_meta(COMPARISON_KEY) is not None
     finally:
         store.close()
+    order = ("pending", "running", "stale", *FINISHED)
+    shown = [status for status in order if status != "stale" or counts["stale"]]
     table = Table(title=f"study {folder}")
-    for status in (*STATUSES, "time left"):
+    for status in (*shown, "time left"):
         table.add_column(status, justify="right")
     shown_left = "-" if left is None else clock(left)
-    table.add_row(*(str(counts[status]) for status in STATUSES), shown_left)
+    table.add_row(*(str(counts[status]) for status in shown), shown_left)
     print_table(table)
+    if counts["stale"]:
+        command = "cnnlab compare" if comparison else "cnnlab study run"
+        console.print(
+            f"[yellow]stale[/] {counts['stale']} run(s) marked running by a runner that is gone "
+            f"({', '.join(stale_holders)}: process exited or lease expired); the same "
+            f"`{command} ... --out {folder}` resumes them from their last.pt",
+            highlight=False,
+            soft_wrap=True,
+        )
     for record in failed:
         console.print(f"[red]failed[/] {record.point} seed {record.seed}: {record.error}")

@@ -2,7 +2,8 @@
 
 SQLite through the standard library, in WAL mode with a busy timeout, so several runner
 processes share it. One row per (point, seed), enqueued idempotently. A runner claims a pending
-run inside one write transaction and holds a lease on it, renewed while it trains; a run whose
+run inside one write transaction and holds a lease on it, renewed by a heartbeat thread while it
+holds the run (`studies.worker.LeaseHeartbeat`, as Optuna's RDB storage does); a run whose
 lease ran out, or whose runner process on this host is gone, goes back to `pending` at the next
 claim (to `failed` after `MAX_ATTEMPTS` tries). Statuses: `pending`,
 `running`, `done`, `diverged`, `failed` (with its error). Every epoch's metrics row, the final
@@ -220,6 +221,15 @@ class StudyStore:
         """Extend our lease on `run_id`; `LeaseLost` if another runner holds it now."""
         with self.transaction() as db:
             _extend_lease(db, run_id, worker, lease_seconds)
+
+    def renew_held(self, worker: str, lease_seconds: float) -> int:
+        """Extend the lease of every run `worker` holds (the heartbeat); how many it holds."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE runs SET lease_until = ? WHERE worker = ? AND status = 'running'",
+                (time.time() + lease_seconds, worker),
+            )
+            return cursor.rowcount
 
     def add_epoch(
         self, run_id: int, worker: str, row: dict[str, Any], lease_seconds: float

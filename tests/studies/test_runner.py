@@ -15,12 +15,13 @@ from typer.testing import CliRunner
 
 from cnnlab.cli import app
 from cnnlab.data.normalization import channel_mean_std
+from cnnlab.engine.hooks import TrainHook
 from cnnlab.errors import OptionError, StudyError
 from cnnlab.studies import StudySpec, run_study
 from cnnlab.studies.runner import threads_per_worker
 from cnnlab.studies.shared_data import open_data, prepare_data
 from cnnlab.studies.store import StudyStore, process_alive
-from cnnlab.studies.worker import final_metrics
+from cnnlab.studies.worker import Worker, final_metrics
 
 
 def _run(spec: dict, out: Path, **options):
@@ -245,3 +246,59 @@ def test_the_banner_shows_the_threads_each_worker_trains_with(
     run_study(spec, tmp_path, data=DATA, log=lines.append)
     assert lines[0] == "2 runs to train: 1 worker(s), 1 thread(s) each"
     assert {r.environment["threads"] for r in StudyStore(tmp_path).runs()} == {1}
+
+
+class _EvaluationLongerThanTheLease(TrainHook):
+    """After epoch 1, holds the run past the lease it had, until the heartbeat has renewed it,
+    and then lets another runner try to claim it (what it got is kept in `second_claim`)."""
+
+    def __init__(self, folder: Path, lease: float) -> None:
+        self.folder, self.lease = folder, lease
+        self.second_claim: object = "not tried"
+
+    def after_epoch(self, trainer, row: dict) -> None:
+        if row["epoch"] != 1:
+            return
+        other = StudyStore(self.folder)
+        try:
+
+            def lease_until() -> float:
+                return _column(self.folder, "SELECT lease_until FROM runs")[0]
+
+            deadline = time.monotonic() + 20 * self.lease  # no heartbeat: the test fails here
+            held_until = lease_until()
+            while time.time() <= held_until or lease_until() - time.time() < self.lease / 2:
+                assert time.monotonic() < deadline, "nobody renewed the lease"
+                time.sleep(0.02)
+            self.second_claim = other.claim("another-runner", self.lease)
+        finally:
+            other.close()
+
+
+def test_a_run_held_past_its_lease_by_a_long_evaluation_is_not_taken_over(tmp_path: Path) -> None:
+    spec = StudySpec.from_dict(tiny_spec(factors={"lr": [0.05]}, seeds=1))
+    run = spec.runs()[0]
+    config = spec.config_for(run.point, run.seed, tmp_path / "runs" / run.folder)
+    prepare_data(tmp_path, config, None, DATA)
+    store = StudyStore(tmp_path)
+    store.enqueue(
+        [
+            {
+                "point": run.point.name,
+                "seed": run.seed,
+                "folder": run.folder,
+                "changes": {},
+                "config": config.to_dict(),
+            }
+        ]
+    )
+    lease = 2.0
+    slow = _EvaluationLongerThanTheLease(tmp_path, lease)
+    worker = Worker(tmp_path, store, "first-runner", lease, log=lambda line: None, hooks=[slow])
+    worker.train(store.claim("first-runner", lease))
+    assert slow.second_claim is None  # the other runner found nothing to take
+    (record,) = store.runs()
+    assert (record.status, record.attempts, record.error) == ("done", 1, None)
+    assert _column(tmp_path, "SELECT worker FROM runs") == ["first-runner"]
+    assert [row["epoch"] for row in store.epochs(record.id)] == [1, 2]
+    store.close()

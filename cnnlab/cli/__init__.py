@@ -45,6 +45,9 @@ class _CnnlabGroup(TyperGroup):
     Handled here rather than around `app()` so that `typer.testing.CliRunner` sees it too.
     """
 
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, fill_optional_values(args))
+
     def invoke(self, ctx: typer.Context) -> object:
         try:
             with warnings.catch_warnings():
@@ -60,6 +63,20 @@ class _CnnlabGroup(TyperGroup):
             where = f"; see {error.ctx.command_path} --help" if error.ctx else ""
             _print_error(error.format_message().rstrip(".") + where)
             raise typer.Exit(error.exit_code) from None
+
+
+# Options whose value may be left out, and the value they then take (typer has no such option).
+OPTIONAL_VALUES = {"--ray": "local"}
+
+
+def fill_optional_values(args: list[str]) -> list[str]:
+    """`--ray` given last or before another option becomes `--ray=local`."""
+    filled = list(args)
+    for index, arg in enumerate(args):
+        following = args[index + 1] if index + 1 < len(args) else "-"
+        if arg in OPTIONAL_VALUES and following.startswith("-"):
+            filled[index] = f"{arg}={OPTIONAL_VALUES[arg]}"
+    return filled
 
 
 def _print_error(message: str) -> None:

@@ -21,12 +21,20 @@ from cnnlab.studies.progress import clock
 from cnnlab.studies.report import REPORT_FOLDER, best_table, factor_table, write_report
 from cnnlab.studies.report import Table as ReportTable
 from cnnlab.studies.results import load_results
-from cnnlab.studies.runner import run_study
+from cnnlab.studies.runner import ray_options, run_study
 from cnnlab.studies.store import COMPARISON_KEY, FINISHED, open_existing
 
 THREADS_HELP = (
     "CPU threads per worker (default: OMP_NUM_THREADS when set, else the cores / --workers)."
 )
+
+RAY_HELP = (
+    "Run each run as a Ray task: alone, a local Ray instance; auto, the cluster `ray start` made"
+    " here; HOST:PORT, that cluster's head (pip install 'cnnlab[ray]'). With --ray, --threads is"
+    " the CPUs each run gets (default 1)."
+)
+STORAGE_HELP = "With --ray: the folder for run folders and data that every node can read."
+GPUS_HELP = "With --ray: the GPUs (or fraction of one) each run asks for."
 
 study_app = typer.Typer(
     help="Ablation studies: factor sweeps over repeated seeds.", no_args_is_help=True
@@ -44,6 +52,9 @@ def run_command(
         False, "--batched-seeds", help="Train all seeds of a point at once as one ensemble."
     ),
     threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    ray: str | None = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP),
+    storage: Path | None = typer.Option(None, "--storage", help=STORAGE_HELP),
+    ray_gpus: float | None = typer.Option(None, "--ray-gpus-per-run", help=GPUS_HELP),
 ) -> None:
     """Run every pending run of SPEC in --out; finished runs are skipped, killed ones resumed."""
     outcome = run_study(
@@ -53,6 +64,7 @@ def run_command(
         extend=extend,
         batched_seeds=batched_seeds,
         threads=threads,
+        ray=ray_options(ray, storage, ray_gpus),
         log=console.print,
     )
     _print_counts(outcome.folder)

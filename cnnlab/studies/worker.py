@@ -234,9 +234,17 @@ class Worker:
         self.finish(record, status, history, time.perf_counter() - started, error)
 
     def finish(
-        self, record: RunRecord, status: str, history: list[dict], seconds: float, error: str | None
+        self,
+        record: RunRecord,
+        status: str,
+        history: list[dict],
+        seconds: float,
+        error: str | None,
+        environment: dict | None = None,
     ) -> None:
-        """Record a finished run (its epochs again, in case the last one was not yet stored)."""
+        """Record a finished run (its epochs again, in case the last one was not yet stored).
+
+        `environment`: where it ran, when not in this process (a Ray task's)."""
         final = final_metrics(history)
         try:
             self.store.finish(
@@ -246,7 +254,7 @@ class Worker:
                 wall_seconds=seconds,
                 final=final,
                 error=error,
-                environment=self.environment,
+                environment=environment or self.environment,
                 history=history,
             )
         except LeaseLost:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cnnlab.engine.runfolder import LOCK_FILE, fcntl
 from cnnlab.errors import OptionError
 from cnnlab.studies.shared_data import open_data, prepare_data
 from cnnlab.studies.spec import holdout_for
@@ -151,6 +152,7 @@ def train_task(
     resumed_from = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
     status, history, error = "failed", [], None
     try:
+        _wait_for_folder(run.run_dir)
         holdout = holdout_for(point, validation)
         data = open_data(prepare_data(Path(storage), run, train_images, holdout=holdout))
         status, history = train_one_run(run, data)
@@ -163,6 +165,25 @@ def train_task(
         "error": error,
         "environment": environment() | where,
     }
+
+
+def _wait_for_folder(folder: Path, seconds: float = 60.0) -> None:
+    """Wait until no process holds the run folder's lock: the task of a killed driver or node
+    may still be ending (after `seconds`, training refuses the folder in one line)."""
+    if fcntl is None or not (folder / LOCK_FILE).is_file():
+        return
+    deadline = time.monotonic() + seconds
+    with open(folder / LOCK_FILE, "a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.2)
+            else:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                return
 
 
 def import_ray():

@@ -24,12 +24,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.runfolder import LOCK_FILE, fcntl
 from cnnlab.errors import OptionError
 from cnnlab.studies.shared_data import open_data, prepare_data
 from cnnlab.studies.spec import holdout_for
 from cnnlab.studies.store import RunRecord, StudyStore, worker_name
-from cnnlab.studies.worker import Worker, environment
+from cnnlab.studies.worker import Worker, environment, train_one_run
 
 MAX_RETRIES = 2  # Ray runs a task again this often after its node or process died
 CONNECT_SECONDS = 10.0
@@ -140,19 +143,17 @@ def train_task(
 ) -> dict:
     """A Ray task: train one run as a local worker does; its status, rows and environment."""
     import ray
-    import torch
-
-    from cnnlab.engine.config import TrainConfig
-    from cnnlab.studies.worker import train_one_run
 
     context = ray.get_runtime_context()
     torch.set_num_threads(max(1, int(context.get_assigned_resources().get("CPU", 1))))
     run = TrainConfig.from_dict(config)
-    metrics = run.run_dir / "metrics.jsonl"
-    resumed_from = len(metrics.read_text().splitlines()) if metrics.is_file() else 0
-    status, history, error = "failed", [], None
+    status, history, error, resumed_from = "failed", [], None, 0
     try:
         _wait_for_folder(run.run_dir)
+        last = run.run_dir / "last.pt"  # this try resumes from its epoch (a retried task's > 0)
+        if last.is_file():
+            checkpoint = torch.load(last, map_location="cpu", mmap=True, weights_only=True)
+            resumed_from = int(checkpoint["epoch"])
         holdout = holdout_for(point, validation)
         data = open_data(prepare_data(Path(storage), run, train_images, holdout=holdout))
         status, history = train_one_run(run, data)

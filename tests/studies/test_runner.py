@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -302,3 +303,25 @@ def test_a_run_held_past_its_lease_by_a_long_evaluation_is_not_taken_over(tmp_pa
     assert _column(tmp_path, "SELECT worker FROM runs") == ["first-runner"]
     assert [row["epoch"] for row in store.epochs(record.id)] == [1, 2]
     store.close()
+
+
+def test_ray_without_the_extra_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as where it is missing
+    spec = tmp_path / "study.yaml"
+    spec.write_text("base: {model: lenet5, data: quadrants, epochs: 1}\nfactors: {lr: [0.1]}\n")
+    for args in (
+        ["study", "run", str(spec), "--out", str(tmp_path / "s"), "--ray"],
+        ["compare", "-m", "lenet5", "-d", "mnist", "--out", str(tmp_path / "c"), "--ray", "auto"],
+    ):
+        result = CliRunner().invoke(app, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert (
+            lines[0] == "error: --ray needs Ray, which is not installed: pip install 'cnnlab[ray]'"
+        )
+    result = CliRunner().invoke(
+        app, ["study", "run", str(spec), "-o", str(tmp_path), "--storage", "x"]
+    )
+    assert result.exit_code == 2 and "--storage goes with --ray" in result.output

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,8 @@ from cnnlab.studies.store import RunRecord, StudyStore, worker_name
 from cnnlab.studies.worker import Worker, environment, train_one_run
 
 MAX_RETRIES = 2  # Ray runs a task again this often after its node or process died
-CONNECT_SECONDS = 10.0
+CONNECT_SECONDS = 5.0
+JOIN_SECONDS = 15.0
 INSTALL_HINT = "--ray needs Ray, which is not installed: pip install 'cnnlab[ray]'"
 Log = Callable[[str], None]
 
@@ -71,8 +73,8 @@ def run_on_ray(
             slots = min(slots, int(resources["GPU"] // gpus))
         if slots < 1:
             raise OptionError(
-                f"--threads {threads}: no node of the Ray cluster has that many CPUs "
-                f"({resources.get('CPU', 0):g} in all)"
+                f"--threads {threads} CPUs per run, but the Ray cluster has "
+                f"{resources.get('CPU', 0):g} CPUs in all"
             )
         log(
             f"Ray: {slots} runs at a time, {threads} CPU(s) each"
@@ -113,9 +115,9 @@ def _drive(ray, task, store, storage, slots, lease_seconds, train_images, valida
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=1.0)
                 for reference in ready:
                     record, started = in_flight.pop(reference)
-                    result = _result(ray, reference)
+                    status, history, error, environment = _result(ray, reference)
                     seconds = time.perf_counter() - started
-                    driver.finish(record, *result[:2], seconds, *result[2:])
+                    driver.finish(record, status, history, seconds, error, environment)
         except BaseException:
             for reference, (record, _) in in_flight.items():
                 ray.cancel(reference, force=True)
@@ -127,9 +129,11 @@ def _result(ray, reference) -> tuple[str, list[dict], str | None, dict | None]:
     """The run's status, rows, error and environment, or Ray's reason after the retries."""
     try:
         result = ray.get(reference)
-    except ray.exceptions.RayError as failure:  # its node or process died past the retries
+    except ray.exceptions.RayError as failure:
         lines = str(failure).strip().splitlines()
         reason = f"{type(failure).__name__}: {lines[0] if lines else ''}"
+        if isinstance(failure, ray.exceptions.RayTaskError):  # raised outside the run's training
+            return "failed", [], f"the Ray task failed ({reason})", None
         return "failed", [], f"Ray gave up after {MAX_RETRIES} retries ({reason})", None
     return result["status"], result["history"], result["error"], result["environment"]
 
@@ -188,7 +192,8 @@ def _wait_for_folder(folder: Path, seconds: float = 60.0) -> None:
 
 
 def import_ray():
-    """The `ray` module, or one line saying how to install it."""
+    """The `ray` module, or one line saying how to install it; usage stats off."""
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     try:
         import ray
     except ImportError:
@@ -199,10 +204,10 @@ def import_ray():
 def connect(ray, address: str) -> None:
     """Join the cluster at `address` (`local`: start one here), or say in one line why not.
 
-    Ray's usage-stats reporting is turned off, a local instance listens on loopback only, and
-    an address where no cluster answers is refused within `CONNECT_SECONDS`.
+    Ray's usage-stats reporting is off (`import_ray`), a local instance is asked for loopback, an
+    address where no cluster answers is refused within `CONNECT_SECONDS` (nothing listens, or
+    no gRPC server) or `JOIN_SECONDS` (a gRPC server that is no Ray head).
     """
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     runtime_env = {"env_vars": {"RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": _package_root()}}
     options = {
         "runtime_env": runtime_env,
@@ -216,21 +221,52 @@ def connect(ray, address: str) -> None:
     if address != "auto":
         host, port = _host_port(address)
         try:
-            socket.create_connection((host, port), timeout=CONNECT_SECONDS).close()
+            speaks_grpc = _speaks_grpc(host, port)
         except OSError as error:
             reason = error.strerror or type(error).__name__
             raise OptionError(f"no Ray cluster answers at {address} ({reason})") from None
-    try:
-        ray.init(address=address, **{k: v for k, v in options.items() if k != "include_dashboard"})
-    except ConnectionError as error:
-        first = str(error).strip().splitlines()[0]
+        if not speaks_grpc:
+            raise OptionError(f"no Ray cluster answers at {address} (something else listens)")
+    del options["include_dashboard"]  # a cluster's own
+    outcome: list[BaseException | None] = []
+
+    def join() -> None:
+        try:
+            ray.init(address=address, **options)
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting thread
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    joining = threading.Thread(target=join, name="ray-init", daemon=True)
+    joining.start()
+    joining.join(JOIN_SECONDS)  # Ray retries a port that answers but is no Ray head for minutes
+    if not outcome:
+        raise OptionError(f"no Ray cluster answered at --ray {address} within {JOIN_SECONDS:g} s")
+    if isinstance(outcome[0], ConnectionError):
+        first = str(outcome[0]).strip().splitlines()[0]
         raise OptionError(f"no Ray cluster to join at --ray {address}: {first}") from None
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def check_address(address: str) -> None:
     """Refuse an `--ray` address that is none of `local`, `auto` and `HOST:PORT`."""
     if address not in ("local", "auto"):
         _host_port(address)
+
+
+def _speaks_grpc(host: str, port: int) -> bool:
+    """Whether `host:port` answers an HTTP/2 greeting as a gRPC server (a Ray head) does, with
+    its settings; Ray's own client would retry something else for minutes."""
+    greeting = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(3) + b"\x04" + bytes(5)  # + SETTINGS
+    with socket.create_connection((host, port), timeout=CONNECT_SECONDS) as connection:
+        connection.sendall(greeting)
+        try:
+            header = connection.recv(9)
+        except TimeoutError:
+            return False
+    return len(header) == 9 and header[3] == 0x04  # a SETTINGS frame
 
 
 def _host_port(address: str) -> tuple[str, int]:

@@ -166,9 +166,12 @@ def test_bad_ray_options_are_one_line_within_30_seconds(cluster: Cluster, tmp_pa
         " batch_size: 32, device: cpu, model_options: {kernel_size: 3}}\nfactors: {lr: [0.1]}\n"
     )
     nobody = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    other = socket.create_server(("127.0.0.1", 0))  # something listens, but it is no Ray head
+    not_ray = f"127.0.0.1:{other.getsockname()[1]}"
     run = ["study", "run", str(spec), "--out", str(tmp_path / "study"), "--ray"]
     cases = {
         f"no Ray cluster answers at {nobody}": [*run, nobody],
+        f"no Ray cluster answers at {not_ray} (something else listens)": [*run, not_ray],
         "cannot create the folder /proc/x": [*run, cluster.address, "--storage", "/proc/x"],
         "--ray-gpus-per-run 0.5, but the Ray cluster has 0 GPUs": [
             *run,
@@ -189,6 +192,7 @@ def test_bad_ray_options_are_one_line_within_30_seconds(cluster: Cluster, tmp_pa
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         assert message in lines[0] and time.monotonic() - started < 30
+    other.close()
 
 
 _DRIVER = """

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from study_helpers import DATA, REPO, TESTS, tiny_spec
+from synthetic import write_image_folder
 from typer.testing import CliRunner
 
 from cnnlab.cli import app
@@ -156,9 +157,6 @@ def test_a_study_runs_on_both_nodes_into_the_same_store(cluster: Cluster, tmp_pa
 
 
 def test_bad_ray_options_are_one_line_within_30_seconds(cluster: Cluster, tmp_path: Path) -> None:
-    sys.path.insert(0, str(TESTS / "engine"))
-    from synthetic import write_image_folder
-
     folder = write_image_folder(DATA, tmp_path / "images")
     spec = tmp_path / "study.yaml"
     spec.write_text(
@@ -231,6 +229,27 @@ def test_a_killed_driver_is_resumed_by_running_it_again_and_nothing_is_repeated(
     store = StudyStore(tmp_path)
     for record in store.runs():
         assert [row["epoch"] for row in store.epochs(record.id)] == [1, 2, 3]
+
+
+def test_a_comparison_runs_its_models_as_ray_tasks_too(cluster: Cluster, tmp_path: Path) -> None:
+    folder = write_image_folder(DATA, tmp_path / "images")
+    out = tmp_path / "compare"
+    args = ["compare", "-m", "lenet5", "-d", f"folder:{folder}", "--image-size", "28", "-e", "1"]
+    args += ["--seeds", "2", "--out", str(out), "--ray", cluster.address, "-q"]
+    result = subprocess.run(
+        [sys.executable, "-m", "cnnlab", *args],
+        env=cluster.environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = StudyStore(out).runs()
+    assert [(r.point, r.seed, r.status, r.attempts) for r in records] == [
+        ("model=lenet5", 0, "done", 1),
+        ("model=lenet5", 1, "done", 1),
+    ]
+    assert all(record.environment["ray_node"] for record in records)
 
 
 def _signal(pids: list[int], number: int) -> None:

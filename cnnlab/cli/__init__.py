@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -45,6 +46,9 @@ class _CnnlabGroup(TyperGroup):
     Handled here rather than around `app()` so that `typer.testing.CliRunner` sees it too.
     """
 
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, fill_optional_values(args))
+
     def invoke(self, ctx: typer.Context) -> object:
         try:
             with warnings.catch_warnings():
@@ -62,8 +66,22 @@ class _CnnlabGroup(TyperGroup):
             raise typer.Exit(error.exit_code) from None
 
 
+# Options whose value may be left out, and the value they then take (typer has no such option).
+OPTIONAL_VALUES = {"--ray": "local"}
+
+
+def fill_optional_values(args: list[str]) -> list[str]:
+    """`--ray` given last or before another option becomes `--ray=local`."""
+    filled = list(args)
+    for index, arg in enumerate(args):
+        following = args[index + 1] if index + 1 < len(args) else "-"
+        if arg in OPTIONAL_VALUES and following.startswith("-"):
+            filled[index] = f"{arg}={OPTIONAL_VALUES[arg]}"
+    return filled
+
+
 def _print_error(message: str) -> None:
-    error_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    error_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 from cnnlab.cli import app, console
+from cnnlab.cli.study_cmd import GPUS_HELP, RAY_HELP, STORAGE_HELP, THREADS_HELP
 from cnnlab.compare import CompareSpec, report_title, run_compare, summarize_results, write_report
 from cnnlab.compare.report import markdown_table
+from cnnlab.studies.runner import ray_options
 
 
 @app.command("compare")
@@ -26,6 +30,10 @@ def compare_command(
         "compare", "--out", "-o", help="Folder for the store, runs, data, table and plots."
     ),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="Parallel worker processes."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    ray: str | None = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP),
+    storage: Path | None = typer.Option(None, "--storage", help=STORAGE_HELP),
+    ray_gpus: float | None = typer.Option(None, "--ray-gpus-per-run", help=GPUS_HELP),
     image_size: int | None = typer.Option(
         None, "--image-size", min=1, help="Resize the images once, at load time."
     ),
@@ -46,7 +54,14 @@ def compare_command(
         image_size=image_size,
         device=device,
     )
-    records = run_compare(spec, workers=workers, progress=not quiet, on_message=console.print)
+    records = run_compare(
+        spec,
+        workers=workers,
+        threads=threads,
+        ray=ray_options(ray, storage, ray_gpus),
+        progress=not quiet,
+        on_message=console.print,
+    )
     rows = summarize_results(records)
     if not rows:
         console.print("no model could be trained on this data")

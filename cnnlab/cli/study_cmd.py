@@ -28,8 +28,20 @@ from cnnlab.studies.report import (
     write_report,
 )
 from cnnlab.studies.results import load_results
-from cnnlab.studies.runner import run_study
-from cnnlab.studies.store import STATUSES, open_existing
+from cnnlab.studies.runner import ray_options, run_study
+from cnnlab.studies.store import COMPARISON_KEY, FINISHED, open_existing
+
+THREADS_HELP = (
+    "CPU threads per worker (default: OMP_NUM_THREADS when set, else the cores / --workers)."
+)
+
+RAY_HELP = (
+    "Run each run as a Ray task: alone, a local Ray instance; auto, the cluster `ray start` made"
+    " here; HOST:PORT, that cluster's head (pip install 'cnnlab[ray]'). With --ray, --threads is"
+    " the CPUs each run gets (default 1)."
+)
+STORAGE_HELP = "With --ray: the folder for run folders and data that every node can read."
+GPUS_HELP = "With --ray: the GPUs (or fraction of one) each run asks for."
 
 study_app = typer.Typer(
     help="Ablation studies: factor sweeps over repeated seeds.", no_args_is_help=True
@@ -46,10 +58,21 @@ def run_command(
     batched_seeds: bool = typer.Option(
         False, "--batched-seeds", help="Train all seeds of a point at once as one ensemble."
     ),
+    threads: int | None = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
+    ray: str | None = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP),
+    storage: Path | None = typer.Option(None, "--storage", help=STORAGE_HELP),
+    ray_gpus: float | None = typer.Option(None, "--ray-gpus-per-run", help=GPUS_HELP),
 ) -> None:
     """Run every pending run of SPEC in --out; finished runs are skipped, killed ones resumed."""
     outcome = run_study(
-        spec, out, workers=workers, extend=extend, batched_seeds=batched_seeds, log=console.print
+        spec,
+        out,
+        workers=workers,
+        extend=extend,
+        batched_seeds=batched_seeds,
+        threads=threads,
+        ray=ray_options(ray, storage, ray_gpus),
+        log=console.print,
     )
     _print_counts(outcome.folder)
     console.print(f"{outcome.seconds:.1f} s; report with `cnnlab study report {outcome.folder}`")
@@ -120,15 +143,28 @@ def _print_rich(table: ReportTable) -> None:
 def _print_counts(folder: Path) -> None:
     store = open_existing(folder, comparison=True)
     try:
-        counts, left = store.counts(), store.seconds_left()
+        counts, left = store.counts(stale=True), store.seconds_left()
+        stale_holders = store.stale_holders()
         failed = store.runs(where="status = 'failed'")
+        comparison = store.get_meta(COMPARISON_KEY) is not None
     finally:
         store.close()
+    order = ("pending", "running", "stale", *FINISHED)
+    shown = [status for status in order if status != "stale" or counts["stale"]]
     table = Table(title=f"study {folder}")
-    for status in (*STATUSES, "time left"):
+    for status in (*shown, "time left"):
         table.add_column(status, justify="right")
     shown_left = "-" if left is None else clock(left)
-    table.add_row(*(str(counts[status]) for status in STATUSES), shown_left)
+    table.add_row(*(str(counts[status]) for status in shown), shown_left)
     print_table(table)
+    if counts["stale"]:
+        command = "cnnlab compare" if comparison else "cnnlab study run"
+        console.print(
+            f"[yellow]stale[/] {counts['stale']} run(s) marked running by a runner that is gone "
+            f"({', '.join(stale_holders)}: process exited or lease expired); the same "
+            f"`{command} ... --out {folder}` resumes them from their last.pt",
+            highlight=False,
+            soft_wrap=True,
+        )
     for record in failed:
         console.print(f"[red]failed[/] {record.point} seed {record.seed}: {record.error}")

@@ -26,8 +26,9 @@ from cnnlab.compare.recipes import recipe
 from cnnlab.engine.budget import parse_duration
 from cnnlab.engine.config import TrainConfig
 from cnnlab.errors import InputSizeError, OptionError, StudyError
+from cnnlab.fileio import writable_directory
 from cnnlab.models import model_info
-from cnnlab.studies.runner import LEASE_SECONDS, run_configs
+from cnnlab.studies.runner import LEASE_SECONDS, RayOptions, run_configs
 from cnnlab.studies.shared_data import open_data, prepare_data
 from cnnlab.studies.spec import Point, Run
 from cnnlab.studies.store import (
@@ -86,22 +87,24 @@ def run_compare(
     *,
     workers: int = 1,
     threads: int | None = None,
+    ray: RayOptions | None = None,
     progress: bool = True,
     on_message: Callable[[str], None] = print,
 ) -> list[dict]:
     """Train every pending (model, seed) run in `workers` processes; one record per run.
 
-    `threads` per worker defaults to the cores divided among the workers; `progress` prints a
-    line per finished run. Models that cannot take the images are skipped, with the reason.
+    `threads` per worker: see `studies.runner.threads_per_worker`; `ray` runs them as Ray tasks
+    instead (`studies.ray_runner`; data and run folders in `ray.storage`, default the folder);
+    `progress` prints a line per finished run. Models that cannot take the images are skipped, with the reason.
     """
     if workers < 1:
         raise OptionError(f"--workers must be at least 1, got {workers}")
-    folder = Path(spec.out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = writable_directory(spec.out, "choose another --out folder")
     if (folder / "results.jsonl").is_file():
         on_message(f"ignoring {folder / 'results.jsonl'} (an older comparison's format)")
+    storage = ray.storage if ray is not None and ray.storage is not None else folder
     base = spec.base_config()
-    data = open_data(prepare_data(folder, base, None))
+    data = open_data(prepare_data(storage, base, None))
     shape, classes = data.image_shape, len(data.classes)
     store = StudyStore(folder)
     try:
@@ -115,7 +118,7 @@ def run_compare(
                 continue
             for seed in range(spec.seeds):
                 run = Run(Point((("model", name),)), seed)
-                configs[run] = config.replace(seed=seed, out=str(folder / "runs" / run.folder))
+                configs[run] = config.replace(seed=seed, out=str(storage / "runs" / run.folder))
         run_configs(
             store,
             configs,
@@ -124,6 +127,7 @@ def run_compare(
             lease_seconds=LEASE_SECONDS,
             batched_seeds=False,
             train_images=None,
+            ray=ray,
             log=on_message if progress else None,
         )
         return compare_records(store, list(configs))

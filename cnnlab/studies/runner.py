@@ -1,7 +1,8 @@
 """Running a study: `run_study(spec, out)` fills the store and trains every pending run.
 
-The runs go to `workers` processes (spawned), each with `cores // workers` threads so the cores
-are not oversubscribed, each claiming one run at a time from the store and training it with
+The runs go to `workers` processes (spawned), each with `threads_per_worker` threads (`--threads`,
+else `OMP_NUM_THREADS`, else the cores divided among the workers so they are not oversubscribed),
+each claiming one run at a time from the store and training it with
 `cnnlab.train` on the study's one memory-mapped copy of the data (`studies.worker`); a run that
 fails is recorded with its error and the study goes on. Running the same spec again skips finished runs; a run left `running`
 by a killed runner is taken up again once its lease runs out, resuming from its `last.pt`.
@@ -14,6 +15,7 @@ import multiprocessing
 import os
 import queue
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +24,46 @@ import torch
 from cnnlab.data.memory import DataSplits
 from cnnlab.engine.config import TrainConfig
 from cnnlab.errors import CnnlabError, OptionError, StudyError
+from cnnlab.fileio import writable_directory
 from cnnlab.models import create_model_for_input
 from cnnlab.studies.progress import runs_progress
+from cnnlab.studies.ray_runner import check_address, import_ray, run_on_ray
 from cnnlab.studies.shared_data import data_key, open_data, prepare_data
 from cnnlab.studies.spec import Run, StudySpec, holdout_for, spec_differences
 from cnnlab.studies.store import StudyStore
 from cnnlab.studies.worker import Log, work
 
 LEASE_SECONDS = 120.0
+
+
+@dataclass
+class RayOptions:
+    """`--ray`: where the cluster is (`local`, `auto` or `HOST:PORT`), the folder every node
+    reads and writes the runs and data in (None: the study folder), GPUs per run."""
+
+    address: str = "local"
+    storage: Path | None = None
+    gpus_per_run: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.gpus_per_run < 0:
+            raise OptionError(f"--ray-gpus-per-run must be 0 or more, got {self.gpus_per_run:g}")
+        check_address(self.address)
+        import_ray()  # a missing extra is said before any work
+        if self.storage is not None:
+            self.storage = writable_directory(self.storage, "give a --storage every node can write")
+
+
+def ray_options(
+    address: str | None, storage: Path | None = None, gpus_per_run: float | None = None
+) -> RayOptions | None:
+    """The CLI's `--ray`, `--storage` and `--ray-gpus-per-run`; None without `--ray`."""
+    if address is None:
+        for name, value in (("--storage", storage), ("--ray-gpus-per-run", gpus_per_run)):
+            if value is not None:
+                raise OptionError(f"{name} goes with --ray (runs on a Ray cluster)")
+        return None
+    return RayOptions(address, storage, gpus_per_run or 0.0)
 
 
 @dataclass
@@ -51,13 +85,15 @@ def run_study(
     data: DataSplits | None = None,
     lease_seconds: float = LEASE_SECONDS,
     threads: int | None = None,
+    ray: RayOptions | None = None,
     log: Log | None = print,
 ) -> StudyOutcome:
     """Run every pending run of `spec` (a `StudySpec` or a YAML path) in study folder `out`.
 
     `data` trains on splits already in memory instead of loading the spec's dataset (it must
-    not vary with the factors). `threads` per worker defaults to the cores divided among the
-    workers. `batched_seeds` trains all seeds of a point as one ensemble
+    not vary with the factors). `threads` per worker: see `threads_per_worker` (with `ray`, the
+    CPUs each Ray task asks for, default 1; its run folders and data go in `ray.storage`,
+    default `out`). `batched_seeds` trains all seeds of a point as one ensemble
     where the network allows it (`cnnlab.studies.batched`). `log` receives one line per
     finished run (None: silent).
     """
@@ -66,10 +102,10 @@ def run_study(
         spec = StudySpec.from_yaml(spec)
     if workers < 1:
         raise OptionError(f"workers must be at least 1, got {workers}")
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = writable_directory(out, "choose another --out folder")
+    storage = ray.storage if ray is not None and ray.storage is not None else folder
     configs = {
-        run: spec.config_for(run.point, run.seed, folder / "runs" / run.folder)
+        run: spec.config_for(run.point, run.seed, storage / "runs" / run.folder)
         for run in spec.runs()
     }
     keys = {data_key(c, spec.train_images, spec.validation) for c in configs.values()}
@@ -78,7 +114,7 @@ def run_study(
     store = StudyStore(folder)
     try:
         _record_spec(store, spec, extend, write=False)  # another spec: refused before any work
-        check_against_data(folder, spec, configs, data)
+        check_against_data(storage, spec, configs, data)
         _record_spec(store, spec, extend, write=True)
         counts = run_configs(
             store,
@@ -89,6 +125,7 @@ def run_study(
             batched_seeds=batched_seeds,
             train_images=spec.train_images,
             validation=spec.validation,
+            ray=ray,
             log=log,
         )
     finally:
@@ -107,11 +144,13 @@ def run_configs(
     train_images: int | None,
     log: Log | None,
     validation: float | None = None,
+    ray: RayOptions | None = None,
 ) -> dict[str, int]:
     """Enqueue `configs` (those already present are kept) and work until none is pending.
 
     `train_images` keeps the first N training images (None: all of them); `validation` holds
-    out that fraction of them and scores on it, except in final points (`holdout_for`).
+    out that fraction of them and scores on it, except in final points (`holdout_for`). With
+    `ray`, the runs are Ray tasks (`studies.ray_runner`) instead of local workers.
     """
     store.enqueue(
         [
@@ -128,7 +167,26 @@ def run_configs(
     counts = store.counts()
     if counts["pending"] + counts["running"] == 0:
         return counts  # all finished: no worker to start
-    threads = threads or max(1, _cores() // workers)
+    if ray is not None:
+        if batched_seeds:
+            raise OptionError("--batched-seeds runs on local workers only; leave out --ray")
+        with runs_progress(store.path.parent, enabled=log is not None):
+            run_on_ray(
+                store,
+                ray.address,
+                storage=ray.storage or store.path.parent,
+                threads=threads or 1,
+                gpus=ray.gpus_per_run,
+                lease_seconds=lease_seconds,
+                train_images=train_images,
+                validation=validation,
+                log=log or (lambda line: None),
+            )
+        return store.counts()
+    threads = threads_per_worker(workers, threads)
+    if log is not None:
+        todo = counts["pending"] + counts["running"]
+        log(f"{todo} runs to train: {workers} worker(s), {threads} thread(s) each")
     arguments = (
         str(store.path.parent),
         threads,
@@ -200,6 +258,30 @@ def _record_spec(store: StudyStore, spec: StudySpec, extend: bool, *, write: boo
             "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
             [(key, json.dumps(value)) for key, value in values.items()],
         )
+
+
+def threads_per_worker(
+    workers: int,
+    threads: int | None = None,
+    environ: Mapping[str, str] = os.environ,
+    cores: int | None = None,
+) -> int:
+    """The threads each worker trains with: `threads` when given, else `OMP_NUM_THREADS` when
+    set (the user's choice for every process), else the `cores` (default: those this process
+    may use) divided among the `workers`, at least 1."""
+    if threads is not None:
+        if threads < 1:
+            raise OptionError(f"--threads must be at least 1, got {threads}")
+        return threads
+    value = environ.get("OMP_NUM_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise OptionError(
+                f"OMP_NUM_THREADS={value!r} is not a positive whole number; "
+                "set it to one, unset it, or give --threads"
+            )
+        return int(value)
+    return max(1, (cores or _cores()) // workers)
 
 
 def _cores() -> int:

@@ -2,7 +2,8 @@
 
 SQLite through the standard library, in WAL mode with a busy timeout, so several runner
 processes share it. One row per (point, seed), enqueued idempotently. A runner claims a pending
-run inside one write transaction and holds a lease on it, renewed while it trains; a run whose
+run inside one write transaction and holds a lease on it, renewed by a heartbeat thread while it
+holds the run (`studies.worker.LeaseHeartbeat`, as Optuna's RDB storage does); a run whose
 lease ran out, or whose runner process on this host is gone, goes back to `pending` at the next
 claim (to `failed` after `MAX_ATTEMPTS` tries). Statuses: `pending`,
 `running`, `done`, `diverged`, `failed` (with its error). Every epoch's metrics row, the final
@@ -221,6 +222,15 @@ class StudyStore:
         with self.transaction() as db:
             _extend_lease(db, run_id, worker, lease_seconds)
 
+    def renew_held(self, worker: str, lease_seconds: float) -> int:
+        """Extend the lease of every run `worker` holds (the heartbeat); how many it holds."""
+        with self.transaction() as db:
+            cursor = db.execute(
+                "UPDATE runs SET lease_until = ? WHERE worker = ? AND status = 'running'",
+                (time.time() + lease_seconds, worker),
+            )
+            return cursor.rowcount
+
     def add_epoch(
         self, run_id: int, worker: str, row: dict[str, Any], lease_seconds: float
     ) -> None:
@@ -310,23 +320,39 @@ class StudyStore:
         rows = self._query("SELECT metrics FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
         return [json.loads(row[0]) for row in rows]
 
-    def counts(self) -> dict[str, int]:
-        """How many runs are in each status (expired leases count as pending)."""
-        now = time.time()
+    def counts(self, *, stale: bool = False) -> dict[str, int]:
+        """How many runs are in each status.
+
+        A `running` run whose runner is gone (lease run out, or its process on this host
+        exited) counts as `pending`, since the next claim takes it; with `stale`, as `stale`.
+        """
+        counts = {status: 0 for status in STATUSES} | ({"stale": 0} if stale else {})
+        now, gone = time.time(), {}
+        rows = self._query("SELECT status, worker, lease_until FROM runs")
+        for status, worker, lease_until in rows:
+            if status == "running" and ((lease_until or 0) < now or _holder_gone(worker, gone)):
+                status = "stale" if stale else "pending"
+            counts[status] += 1
+        return counts
+
+    def stale_holders(self) -> list[str]:
+        """The workers still named on `running` runs whose lease ran out or whose process on this
+        host exited (a killed runner); the next `study run` takes their runs back."""
+        now, gone = time.time(), {}
         rows = self._query(
-            "SELECT CASE WHEN status = 'running' AND lease_until < ? THEN 'pending' "
-            "ELSE status END AS s, COUNT(*) FROM runs GROUP BY s",
-            (now,),
+            "SELECT DISTINCT worker, lease_until FROM runs WHERE status = 'running' ORDER BY worker"
         )
-        return {status: 0 for status in STATUSES} | dict(rows)
+        found = [w for w, until in rows if (until or 0) < now or _holder_gone(w, gone)]
+        return list(dict.fromkeys(found))
 
     def live_workers(self) -> int:
-        """Runners holding an unexpired lease right now."""
+        """Runners holding an unexpired lease right now (on this host: whose process is alive)."""
+        gone = {}
         rows = self._query(
-            "SELECT COUNT(DISTINCT worker) FROM runs WHERE status = 'running' AND lease_until >= ?",
+            "SELECT DISTINCT worker FROM runs WHERE status = 'running' AND lease_until >= ?",
             (time.time(),),
         )
-        return rows[0][0]
+        return sum(not _holder_gone(worker, gone) for (worker,) in rows)
 
     def seconds_left(self) -> float | None:
         """Remaining runs times the mean wall time of finished ones, over the live runners."""
@@ -348,15 +374,25 @@ def worker_name(index: int) -> str:
 def _expire_leases_of_dead_workers(db: sqlite3.Connection) -> None:
     """End at once the leases of workers on this host whose process is gone (killed runs resume
     without waiting for the lease to run out); other hosts' leases expire by time alone."""
-    host = socket.gethostname()
     running = db.execute("SELECT DISTINCT worker FROM runs WHERE status = 'running'").fetchall()
     for (worker,) in running:
-        worker_host, _, rest = str(worker).partition(":")
-        pid = rest.partition(":")[0]
-        if worker_host == host and pid.isdigit() and not process_alive(int(pid)):
+        if _holder_gone(worker):
             db.execute(
                 "UPDATE runs SET lease_until = 0 WHERE status = 'running' AND worker = ?", (worker,)
             )
+
+
+def _holder_gone(worker: str, known: dict[str, bool] | None = None) -> bool:
+    """Whether `worker` (`host:pid:index`, `worker_name`) names a process of this host that has
+    exited; `known` caches the answers within one call."""
+    known = {} if known is None else known
+    if worker not in known:
+        worker_host, _, rest = str(worker).partition(":")
+        pid = rest.partition(":")[0]
+        known[worker] = (
+            worker_host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
+        )
+    return known[worker]
 
 
 def process_alive(pid: int) -> bool:

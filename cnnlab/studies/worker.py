@@ -2,8 +2,10 @@
 
 `work` is what each worker process runs (in the study's process when there is one worker): it
 claims a pending run in the store, trains it with `cnnlab.train` on the study's memory-mapped
-data, and records how it ended. A `StoreHook` records every epoch into the store and renews the
-run's lease; a run that fails is recorded with its error and the worker goes on. A worker
+data, and records how it ended. While it holds runs, a `LeaseHeartbeat` thread renews their
+leases (its own connection), so no evaluation or set-up is long enough to lose them; a
+`StoreHook` records every epoch into the store. A run that fails is recorded with its error and
+the worker goes on. A worker
 process stops when its parent does (`stop_with_parent`), however the parent was killed.
 """
 
@@ -17,7 +19,8 @@ import platform
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy
@@ -29,6 +32,7 @@ from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.hooks import TrainHook
 from cnnlab.engine.runlog import scored_names
 from cnnlab.engine.trainer import train
+from cnnlab.errors import StudyError
 from cnnlab.studies.batched import train_point_batched
 from cnnlab.studies.shared_data import data_key, open_data, prepare_data
 from cnnlab.studies.spec import holdout_for
@@ -76,7 +80,8 @@ def work(
             if batched_seeds:
                 claimed = store.claim_point(worker, lease_seconds)
                 if claimed:
-                    train_point_batched(runner, claimed)
+                    with runner.holding():
+                        train_point_batched(runner, claimed)
                     continue
             else:
                 record = store.claim(worker, lease_seconds)
@@ -120,13 +125,47 @@ def stop_with_parent(grace_seconds: float = 30.0) -> threading.Event:
     return gone
 
 
+class LeaseHeartbeat:
+    """A thread renewing the leases of every run `worker` holds, every quarter lease, until the
+    block ends (Optuna's RDB heartbeat): long evaluations or set-ups cannot lose a run.
+
+    It opens its own connection to the store; a store locked past its busy timeout is tried
+    again at the next beat. Runs taken over by another runner are no longer `worker`'s: the
+    training thread learns it at its next write (`LeaseLost`).
+    """
+
+    def __init__(self, folder: Path, worker: str, lease: float) -> None:
+        self.folder, self.worker, self.lease = folder, worker, lease
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        store = StudyStore(self.folder)
+        try:
+            while not self._stop.wait(self.lease / 4):
+                try:
+                    store.renew_held(self.worker, self.lease)
+                except StudyError:  # locked for the whole busy timeout: the next beat retries
+                    continue
+        finally:
+            store.close()
+
+
 class Worker:
     """What one worker process keeps between runs: the store, the mapped data, its identity.
 
     `train_images` and `validation` are the study's (none: all images, scored on the test split).
     Once `stopping` is set (the parent is gone), a run that ends in an error goes back to
     `pending` instead of being failed: the stop interrupt may surface as another exception
-    (inside `torch.save`, a `RuntimeError`).
+    (inside `torch.save`, a `RuntimeError`). `hooks` are added to every run's `StoreHook`.
     """
 
     def __init__(
@@ -140,13 +179,29 @@ class Worker:
         train_images: int | None = None,
         validation: float | None = None,
         stopping: threading.Event | None = None,
+        hooks: Sequence[TrainHook] = (),
     ) -> None:
         self.folder, self.store = folder, store
         self.stopping = stopping or threading.Event()
         self.name, self.lease, self.log = name, lease, log
         self.train_images, self.validation = train_images, validation
+        self.hooks = list(hooks)
         self._data: dict[str, DataSplits] = {}
+        self._beating = False
         self.environment = environment()
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Keep the leases of the runs this worker holds alive while the block runs."""
+        if self._beating:  # already inside (a batched point trained seed by seed)
+            yield
+            return
+        self._beating = True
+        try:
+            with LeaseHeartbeat(self.folder, self.name, self.lease):
+                yield
+        finally:
+            self._beating = False
 
     def data_for(self, config: TrainConfig, point: str) -> DataSplits:
         """The mapped data of a run of `point`: with the holdout as its test split, or not."""
@@ -159,23 +214,17 @@ class Worker:
 
     def train(self, record: RunRecord) -> None:
         """Train one claimed run and record how it ended."""
+        with self.holding():
+            self._train(record)
+
+    def _train(self, record: RunRecord) -> None:
         started = time.perf_counter()
         config = TrainConfig.from_dict(record.config)
-        resume = config.run_dir if (config.run_dir / "last.pt").is_file() else None
         hook = StoreHook(self.store, record.id, self.name, self.lease)
         history, error = [], None
         try:
-            result = train(
-                config,
-                data=self.data_for(config, record.point),
-                progress=False,
-                hooks=[hook],
-                resume=resume,
-                force=resume is None,  # a folder left by a run killed before its first epoch
-                curves=False,
-            )
-            history = result.history
-            status = "diverged" if result.status == "diverged" else "done"
+            data = self.data_for(config, record.point)
+            status, history = train_one_run(config, data, [hook, *self.hooks])
         except LeaseLost:
             self.log(f"{record.point} seed {record.seed}: taken over by another runner")
             return
@@ -190,11 +239,18 @@ class Worker:
         self.finish(record, status, history, time.perf_counter() - started, error)
 
     def finish(
-        self, record: RunRecord, status: str, history: list[dict], seconds: float, error: str | None
+        self,
+        record: RunRecord,
+        status: str,
+        history: list[dict],
+        seconds: float,
+        error: str | None,
+        environment: dict | None = None,
     ) -> None:
         """Record a finished run (its epochs again, in case the last one was not yet stored).
 
         The scored split's metrics are named for it: `val_acc`, ... for a validation holdout.
+        `environment`: where it ran, when not in this process (a Ray task's).
         """
         split = "test" if holdout_for(record.point, self.validation) is None else "val"
         history = [scored_names(row, split) for row in history]
@@ -207,7 +263,7 @@ class Worker:
                 wall_seconds=seconds,
                 final=final,
                 error=error,
-                environment=self.environment,
+                environment=environment or self.environment,
                 history=history,
             )
         except LeaseLost:
@@ -219,26 +275,37 @@ class Worker:
         self.log(f"{record.point} seed {record.seed}: {status} in {seconds:.1f} s  {shown}")
 
 
+def train_one_run(
+    config: TrainConfig, data: DataSplits, hooks: Sequence[TrainHook] = ()
+) -> tuple[str, list[dict]]:
+    """Train a study's run into its folder, resuming from its `last.pt` when there is one; its
+    status (`done` or `diverged`) and metrics rows. Local workers and Ray tasks both use it."""
+    resume = config.run_dir if (config.run_dir / "last.pt").is_file() else None
+    result = train(
+        config,
+        data=data,
+        progress=False,
+        hooks=list(hooks),
+        resume=resume,
+        force=resume is None,  # a folder left by a run killed before its first epoch
+        curves=False,
+    )
+    return ("diverged" if result.status == "diverged" else "done"), result.history
+
+
 class StoreHook(TrainHook):
-    """Records each epoch's row into the store and keeps the run's lease alive.
+    """Records each epoch's row into the store (renewing the lease in the same transaction).
 
     The scored split's metrics are stored under its name (`val_acc` for a validation holdout).
     """
 
     def __init__(self, store: StudyStore, run_id: int, worker: str, lease: float) -> None:
         self.store, self.run_id, self.worker, self.lease = store, run_id, worker, lease
-        self.renewed = time.monotonic()
-
-    def after_step(self, trainer, loss, logits) -> None:
-        if time.monotonic() - self.renewed > self.lease / 4:
-            self.store.renew(self.run_id, self.worker, self.lease)
-            self.renewed = time.monotonic()
 
     def after_epoch(self, trainer, row: dict) -> None:
         self.store.add_epoch(
             self.run_id, self.worker, scored_names(row, trainer.data.scored_split), self.lease
         )
-        self.renewed = time.monotonic()
 
 
 def final_metrics(history: list[dict]) -> dict | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import sys
 import time
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from typer.testing import CliRunner
 
 from cnnlab.cli import app
 from cnnlab.data.normalization import channel_mean_std
+from cnnlab.engine.hooks import TrainHook
 from cnnlab.errors import OptionError, StudyError
 from cnnlab.studies import StudySpec, run_study
+from cnnlab.studies.runner import threads_per_worker
 from cnnlab.studies.shared_data import open_data, prepare_data
 from cnnlab.studies.store import StudyStore, process_alive
-from cnnlab.studies.worker import final_metrics
+from cnnlab.studies.worker import Worker, final_metrics
 
 
 def _run(spec: dict, out: Path, **options):
@@ -202,3 +205,123 @@ def test_cli_status_shows_the_counts_and_bad_specs_are_one_red_line(tmp_path: Pa
     assert "unknown activation 'swish'" in result.output and "Traceback" not in result.output
     result = cli.invoke(app, ["study", "status", str(tmp_path / "nothing")])
     assert result.exit_code == 2 and "is not a study folder" in result.output
+
+
+@pytest.mark.parametrize("command", ["study", "compare"])
+def test_an_out_folder_that_cannot_be_created_is_one_line(tmp_path: Path, command: str) -> None:
+    spec = tmp_path / "study.yaml"
+    spec.write_text("base: {model: lenet5, data: quadrants, epochs: 1}\nfactors: {lr: [0.1]}\n")
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    for out in (a_file, Path("/proc/cnnlab-study")):
+        if command == "study":
+            args = ["study", "run", str(spec), "--out", str(out)]
+        else:
+            args = ["compare", "-m", "lenet5", "-d", "folder:/no/such", "--out", str(out)]
+        result = CliRunner().invoke(app, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert lines[0].startswith("error: cannot ") and str(out) in lines[0]
+
+
+def test_threads_per_worker_are_given_else_omp_num_threads_else_the_cores_shared() -> None:
+    omp = {"OMP_NUM_THREADS": "3"}
+    assert threads_per_worker(2, 5, omp, cores=16) == 5  # --threads wins
+    assert threads_per_worker(2, None, omp, cores=16) == 3  # not 16 // 2
+    assert threads_per_worker(4, None, {"OMP_NUM_THREADS": " "}, cores=16) == 4
+    assert threads_per_worker(4, None, {}, cores=16) == 4
+    assert threads_per_worker(3, None, {}, cores=2) == 1
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(OptionError, match="OMP_NUM_THREADS=.* give --threads"):
+            threads_per_worker(1, None, {"OMP_NUM_THREADS": bad}, cores=2)
+    with pytest.raises(OptionError, match="--threads must be at least 1"):
+        threads_per_worker(1, 0, {}, cores=2)
+
+
+def test_the_banner_shows_the_threads_each_worker_trains_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    spec = StudySpec.from_dict(tiny_spec(factors={"lr": [0.05]}, seeds=1))
+    lines: list[str] = []
+    run_study(spec, tmp_path, data=DATA, log=lines.append)
+    assert lines[0] == "2 runs to train: 1 worker(s), 1 thread(s) each"
+    assert {r.environment["threads"] for r in StudyStore(tmp_path).runs()} == {1}
+
+
+class _EvaluationLongerThanTheLease(TrainHook):
+    """After epoch 1, holds the run past the lease it had, until the heartbeat has renewed it,
+    and then lets another runner try to claim it (what it got is kept in `second_claim`)."""
+
+    def __init__(self, folder: Path, lease: float) -> None:
+        self.folder, self.lease = folder, lease
+        self.second_claim: object = "not tried"
+
+    def after_epoch(self, trainer, row: dict) -> None:
+        if row["epoch"] != 1:
+            return
+        other = StudyStore(self.folder)
+        try:
+
+            def lease_until() -> float:
+                return _column(self.folder, "SELECT lease_until FROM runs")[0]
+
+            deadline = time.monotonic() + 20 * self.lease  # no heartbeat: the test fails here
+            held_until = lease_until()
+            while time.time() <= held_until or lease_until() - time.time() < self.lease / 2:
+                assert time.monotonic() < deadline, "nobody renewed the lease"
+                time.sleep(0.02)
+            self.second_claim = other.claim("another-runner", self.lease)
+        finally:
+            other.close()
+
+
+def test_a_run_held_past_its_lease_by_a_long_evaluation_is_not_taken_over(tmp_path: Path) -> None:
+    spec = StudySpec.from_dict(tiny_spec(factors={"lr": [0.05]}, seeds=1))
+    run = spec.runs()[0]
+    config = spec.config_for(run.point, run.seed, tmp_path / "runs" / run.folder)
+    prepare_data(tmp_path, config, None, DATA)
+    store = StudyStore(tmp_path)
+    store.enqueue(
+        [
+            {
+                "point": run.point.name,
+                "seed": run.seed,
+                "folder": run.folder,
+                "changes": {},
+                "config": config.to_dict(),
+            }
+        ]
+    )
+    lease = 2.0
+    slow = _EvaluationLongerThanTheLease(tmp_path, lease)
+    worker = Worker(tmp_path, store, "first-runner", lease, log=lambda line: None, hooks=[slow])
+    worker.train(store.claim("first-runner", lease))
+    assert slow.second_claim is None  # the other runner found nothing to take
+    (record,) = store.runs()
+    assert (record.status, record.attempts, record.error) == ("done", 1, None)
+    assert _column(tmp_path, "SELECT worker FROM runs") == ["first-runner"]
+    assert [row["epoch"] for row in store.epochs(record.id)] == [1, 2]
+    store.close()
+
+
+def test_ray_without_the_extra_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as where it is missing
+    spec = tmp_path / "study.yaml"
+    spec.write_text("base: {model: lenet5, data: quadrants, epochs: 1}\nfactors: {lr: [0.1]}\n")
+    for args in (
+        ["study", "run", str(spec), "--out", str(tmp_path / "s"), "--ray"],
+        ["compare", "-m", "lenet5", "-d", "mnist", "--out", str(tmp_path / "c"), "--ray", "auto"],
+    ):
+        result = CliRunner().invoke(app, args)
+        lines = result.output.strip().splitlines()
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert (
+            lines[0] == "error: --ray needs Ray, which is not installed: pip install 'cnnlab[ray]'"
+        )
+    result = CliRunner().invoke(
+        app, ["study", "run", str(spec), "-o", str(tmp_path), "--storage", "x"]
+    )
+    assert result.exit_code == 2 and "--storage goes with --ray" in result.output

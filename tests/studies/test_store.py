@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from cnnlab.cli import app
 from cnnlab.errors import StudyError
 from cnnlab.studies.store import (
     MAX_ATTEMPTS,
@@ -72,13 +74,18 @@ def test_an_expired_lease_goes_back_to_pending_and_the_old_holder_loses_it(tmp_p
     assert store.seconds_left() == 0
 
 
+def _dead_pid() -> int:
+    """The process id of a process that has exited and been reaped."""
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True
+    )
+    return int(gone.stdout)
+
+
 def test_a_dead_local_workers_lease_ends_at_once_a_live_or_remote_one_does_not(
     tmp_path: Path,
 ) -> None:
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
-    )
-    dead_pid = int(gone.stdout)
+    dead_pid = _dead_pid()
     host = socket.gethostname()
     store = StudyStore(tmp_path)
     store.enqueue(_runs(3))
@@ -90,6 +97,28 @@ def test_a_dead_local_workers_lease_ends_at_once_a_live_or_remote_one_does_not(
     assert taken.id == dead.id and taken.attempts == 2
     assert store.claim("next", 600) is None  # the live and the remote lease still hold
     assert {store.run(live.id).status, store.run(remote.id).status} == {"running"}
+
+
+def test_status_shows_a_run_held_by_a_dead_local_runner_as_stale(tmp_path: Path) -> None:
+    host = socket.gethostname()
+    store = StudyStore(tmp_path)
+    store.set_meta({"spec": {}})
+    store.enqueue(_runs(4))
+    store.claim(f"{host}:{os.getpid()}:0", 600)  # alive
+    store.claim(f"another-{host}:1:0", 600)  # another host's: only its lease counts
+    store.claim(f"{host}:{_dead_pid()}:0", 600)  # killed with -9: its lease has not run out
+    expected = {"pending": 1, "running": 2, "stale": 1, "done": 0, "diverged": 0, "failed": 0}
+    assert store.counts(stale=True) == expected
+    assert store.counts()["pending"] == 2  # what the workers see: the next claim takes it
+    result = CliRunner().invoke(app, ["study", "status", str(tmp_path)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    (header,) = [line.strip("┃").split("┃") for line in lines if line.count("┃") == 8]
+    (counts,) = [line.strip("│").split("│") for line in lines if line.count("│") == 8]
+    cells = {name.strip(): value.strip() for name, value in zip(header, counts, strict=True)}
+    assert cells == {name: str(count) for name, count in expected.items()} | {"time left": "-"}
+    assert f"stale 1 run(s) marked running by a runner that is gone ({host}:" in result.output
+    assert f"`cnnlab study run ... --out {tmp_path}` resumes them" in result.output
 
 
 def test_a_run_whose_runner_keeps_dying_fails_instead_of_looping(tmp_path: Path) -> None:

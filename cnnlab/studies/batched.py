@@ -1,11 +1,17 @@
-"""Seed batching: all seeds of a study point train at once, as one vmapped ensemble.
+"""Seed batching: all seeds of a study point train at once, as one ensemble.
 
 Each member is built, seeded and initialized exactly as its own `cnnlab.train` run would be,
 and reads its own `BatchLoader` (its seed's order and augmentation). The members' parameters
 and buffers are stacked (`torch.func.stack_module_state`); one forward pass runs every member
-on its own batch (`functional_call` under `vmap(randomness="different")`), and the members'
-losses are summed, so each member's gradient is that of a separate run. Batch-norm running
-statistics are stacked buffers that the forward pass updates in place, one row per member.
+on its own batch, and the members' losses are summed, so each member's gradient is that of a
+separate run. Batch-norm running statistics are stacked buffers that the forward pass updates
+in place, one row per member.
+
+The forward pass: for LeNet-5 (`GroupedLayers`) the members' images are concatenated along the
+channels, each convolution is one `conv2d(groups=members)` over the stacked kernels and each
+fully connected layer one `baddbmm`, so a step costs one set of kernel launches for all
+members (the per-step overhead that dominates small batches is shared) and no per-member
+Python work; for other networks `functional_call` under `vmap(randomness="different")`.
 
 The optimizer is cnnlab's own (`create_optimizer` with the same parameter groups: weight decay
 on the >= 2-dimensional weights only) over the stacked tensors, stepped by cnnlab's per-step
@@ -30,6 +36,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.nn import functional as F
 
 from cnnlab.data.memory import DataSplits
 from cnnlab.engine.checkpoint import save_checkpoint
@@ -39,6 +46,7 @@ from cnnlab.engine.optim import create_optimizer, create_scheduler
 from cnnlab.engine.runfolder import claim_run_folder
 from cnnlab.engine.runlog import write_metrics
 from cnnlab.engine.trainer import CHECKS_PER_EPOCH, Trainer
+from cnnlab.models.lenet import LeNet5
 from cnnlab.studies.store import LeaseLost, RunRecord
 
 if TYPE_CHECKING:
@@ -155,6 +163,7 @@ class SeedEnsemble:
             gamma=config.lr_gamma,
         )
         self.criterion = self.members[0].criterion
+        self.grouped = GroupedLayers.of(self.models[0], len(self.models))
 
     # ----------------------------------------------------------------------------- training
 
@@ -162,11 +171,22 @@ class SeedEnsemble:
         logits = functional_call(self.skeleton, (params, buffers), (images,))
         return self.criterion(logits, labels), logits
 
-    def train_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """One step of every member: `images` (k, B, C, H, W), `labels` (k, B)."""
-        losses, logits = vmap(self._member_loss, randomness="different")(
-            self.params, self.buffers, images, labels
-        )
+    def train_step(self, images: list[Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
+        """One step of every member: each member's images (B, C, H, W), `labels` (k, B)."""
+        if self.grouped is not None:
+            logits = self.grouped(self.params, self.buffers, torch.cat(images, dim=1))
+            members, batch, classes = logits.shape
+            losses = F.cross_entropy(
+                logits.reshape(-1, classes),
+                labels.reshape(-1),
+                reduction="none",
+                label_smoothing=self.criterion.label_smoothing,
+            )
+            losses = losses.view(members, batch).mean(dim=1)
+        else:
+            losses, logits = vmap(self._member_loss, randomness="different")(
+                self.params, self.buffers, torch.stack(images), labels
+            )
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # member i's loss depends on member i's weights only
         self.optimizer.step()
@@ -176,6 +196,8 @@ class SeedEnsemble:
     def train_one_epoch(self, epoch: int, keep_alive) -> tuple[Tensor, Tensor, int, float]:
         """Per-member loss sums and correct counts, images per member, seconds."""
         self.skeleton.train()
+        if self.grouped is not None:
+            self.grouped.train()
         loaders = [member.train_loader for member in self.members]
         for loader in loaders:
             loader.set_epoch(epoch)
@@ -185,7 +207,7 @@ class SeedEnsemble:
         nonfinite = torch.zeros(len(self.models), dtype=torch.bool, device=self.device)
         seen, started = 0, time.perf_counter()
         for step, batches in enumerate(zip(*loaders, strict=True), start=1):
-            images = torch.stack([images for images, _ in batches])
+            images = [images for images, _ in batches]
             labels = torch.stack([labels for _, labels in batches])
             losses, logits = self.train_step(images, labels)
             nonfinite |= ~torch.isfinite(losses)
@@ -281,3 +303,93 @@ class SeedEnsemble:
         save_checkpoint(folder / "last.pt", state)
         if improved:
             save_checkpoint(folder / "best.pt", state)
+
+
+class GroupedLayers(nn.Module):
+    """The members' forward pass as grouped convolutions and batched matrix products.
+
+    Works on LeNet-5's layer kinds, in forward order: convolutions, batch norms, parameter-free
+    layers (padding, activations, pooling) on the members' channel-concatenated maps
+    (B, members x C, H, W), member-major; then the flattened features as (members, B, F)
+    through fully connected layers, batch norms and activations. The stacked parameters and
+    buffers are viewed, never copied, so gradients and running statistics land in the stack.
+    """
+
+    def __init__(self, layers: list[tuple[str, nn.Module]], members: int) -> None:
+        super().__init__()
+        self.names = [name for name, _ in layers]
+        self.layers = nn.ModuleList([copy.deepcopy(layer).to("meta") for _, layer in layers])
+        self.members = members
+
+    @classmethod
+    def of(cls, model: nn.Module, members: int) -> GroupedLayers | None:
+        """The grouped form of `model`, or None when its layers are not LeNet-5's."""
+        if not isinstance(model, LeNet5):
+            return None
+        layers = [
+            *((f"features.{name}", layer) for name, layer in model.features.named_children()),
+            ("flatten", nn.Flatten()),
+            *((f"classifier.{name}", layer) for name, layer in model.classifier.named_children()),
+        ]
+        return cls(layers, members)
+
+    def forward(self, params: dict, buffers: dict, images: Tensor) -> Tensor:
+        """Logits (members, B, classes) of `images` (B, members x C, H, W)."""
+        # Channels-last: oneDNN's grouped convolutions over a few channels per group run 2-5x
+        # faster so than in NCHW on the CPU (measured: docs/studies.md, "Seed batching").
+        x, members = images.contiguous(memory_format=torch.channels_last), self.members
+        for name, layer in zip(self.names, self.layers, strict=True):
+            weight, bias = params.get(f"{name}.weight"), params.get(f"{name}.bias")
+            if isinstance(layer, nn.Conv2d):
+                kernels = weight.reshape(-1, *weight.shape[2:])  # member-major output channels
+                x = F.conv2d(
+                    x,
+                    kernels,
+                    None if bias is None else bias.reshape(-1),
+                    layer.stride,
+                    layer.padding,
+                    layer.dilation,
+                    layer.groups * members,
+                )
+            elif isinstance(layer, nn.Flatten):
+                x = x.reshape(x.shape[0], members, -1).transpose(0, 1)
+            elif isinstance(layer, nn.Linear):
+                x = (
+                    torch.bmm(x, weight.transpose(1, 2))
+                    if bias is None
+                    else torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+                )
+            elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                x = self._batch_norm(name, layer, weight, bias, buffers, x)
+            else:
+                x = layer(x)
+        return x
+
+    def _batch_norm(
+        self, name: str, layer: nn.Module, weight, bias, buffers: dict, x: Tensor
+    ) -> Tensor:
+        """Batch norm per member and channel: the stacked statistics as one long channel axis."""
+        features = x.dim() == 3  # (members, B, F): the members' features side by side
+        if features:
+            batch = x.shape[1]
+            x = x.transpose(0, 1).reshape(batch, -1)
+        mean, var = buffers.get(f"{name}.running_mean"), buffers.get(f"{name}.running_var")
+        momentum = layer.momentum
+        if self.training and layer.track_running_stats:
+            tracked = buffers[f"{name}.num_batches_tracked"]
+            tracked.add_(1)
+            if momentum is None:  # cumulative average, as nn.BatchNorm does it
+                momentum = 1.0 / float(tracked[0])
+        x = F.batch_norm(
+            x,
+            None if mean is None else mean.view(-1),
+            None if var is None else var.view(-1),
+            None if weight is None else weight.reshape(-1),
+            None if bias is None else bias.reshape(-1),
+            self.training or mean is None,
+            0.0 if momentum is None else momentum,
+            layer.eps,
+        )
+        if features:
+            x = x.reshape(batch, self.members, -1).transpose(0, 1)
+        return x

@@ -1,4 +1,4 @@
-"""Seed batching: the vmapped ensemble trains each member exactly as its own run would."""
+"""Seed batching: the ensemble trains each member exactly as its own run would."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 from study_helpers import DATA, tiny_spec
+from torch.func import stack_module_state
 
 from cnnlab.engine.checkpoint import load_checkpoint
+from cnnlab.models import create_model
 from cnnlab.studies import StudySpec, run_study
+from cnnlab.studies.batched import GroupedLayers
 from cnnlab.studies.store import StudyStore
 
 
@@ -67,3 +70,27 @@ def test_a_diverging_member_stops_alone(tmp_path: Path) -> None:
     spec = tiny_spec(factors={"lr": [1e9]}, seeds=2)
     outcome = _study(tmp_path, spec, batched=True)
     assert outcome.counts["diverged"] == 2 and outcome.counts["done"] == 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"activation": "sigmoid", "pooling": "avg"},
+        {"conv_activation": "relu", "c1_kernel_size": 4, "batch_norm": True},
+    ],
+    ids=["textbook", "even-c1-kernel-bn"],
+)
+def test_grouped_forward_equals_each_member_forward(options: dict) -> None:
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        members.append(create_model("lenet5", image_size=28, **options).train())
+    grouped = GroupedLayers.of(members[0], len(members))
+    assert grouped is not None
+    params, buffers = stack_module_state(members)
+    images = [torch.rand(4, 1, 28, 28) for _ in members]
+    logits = grouped.train()(params, buffers, torch.cat(images, dim=1))
+    for index, (member, member_images) in enumerate(zip(members, images, strict=True)):
+        torch.testing.assert_close(logits[index], member(member_images), atol=1e-5, rtol=1e-4)
+        for name, buffer in member.named_buffers():  # running statistics updated alike
+            torch.testing.assert_close(buffers[name][index], buffer, atol=1e-6, rtol=1e-5)

@@ -7,7 +7,9 @@ model such as `activation`, `pooling`, `kernel_size`, `pool_size`), a `mode`
 combination), `seeds` (a count or a list) and optionally `train_images` (train on the first N
 images of the training split, like the reference scripts' `--train-count`) and `validation` (a
 fraction of each class of the training split held out, seed 0, and scored instead of the test
-split; `cnnlab study best` then reports the test split on fresh seeds, from final points).
+split; `cnnlab study best` then reports the test split on fresh seeds, from final points) and
+`points` (extra points beyond the factors' expansion, each a mapping of factors to values, such
+as a published tuned combination; every name and value is checked as a factor's is).
 
 Every point's config is built and its model constructed on the meta device before anything
 runs, so a bad value fails at once, in one line naming the factor.
@@ -29,7 +31,7 @@ from cnnlab.errors import CnnlabError, OptionError
 from cnnlab.models.registry import count_parameters, model_info
 
 MODES = ("one-at-a-time", "grid")
-SPEC_KEYS = ("base", "factors", "mode", "seeds", "train_images", "validation")
+SPEC_KEYS = ("base", "factors", "mode", "seeds", "train_images", "validation", "points")
 # Config fields that are not factors: the seeds have their own key; the rest say where and how.
 NOT_FACTORS = ("seed", "out", "download", "model_options", "device")
 BASE_POINT = "base"
@@ -79,8 +81,8 @@ class Run:
 
 @dataclass
 class StudySpec:
-    """A validated study: base config, factors, mode, seeds, optional training-set size and
-    validation fraction."""
+    """A validated study: base config, factors, mode, seeds, optional training-set size,
+    validation fraction and extra points."""
 
     base: TrainConfig
     factors: dict[str, list[Any]]
@@ -88,6 +90,7 @@ class StudySpec:
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     train_images: int | None = None
     validation: float | None = None
+    extra_points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.base = self.base.replace(out=None)
@@ -117,6 +120,7 @@ class StudySpec:
             if not isinstance(values, list) or not values:
                 raise OptionError(f"factor '{name}' needs a non-empty list of values")
             self.factors[name] = [self._normalized(name, value) for value in values]
+        self.extra_points = [self._extra_point(changes, valid) for changes in self.extra_points]
         for point in self.points():
             self.config_for(point, self.seeds[0])  # every value checked before any run starts
 
@@ -132,6 +136,7 @@ class StudySpec:
             candidates = [self.point({})]
             for name, values in self.factors.items():
                 candidates += [self.point({name: value}) for value in values]
+        candidates += [self.point(changes) for changes in self.extra_points]
         return list(dict.fromkeys(candidates))
 
     def runs(self) -> list[Run]:
@@ -148,6 +153,19 @@ class StudySpec:
         """`value` as the config holds it (`"1e-3"` -> 0.001), checked on its own."""
         config = self.config_for(Point(((name, value),)), self.seeds[0])
         return getattr(config, name) if name in _config_fields() else config.model_options[name]
+
+    def _extra_point(self, changes: Any, valid: list[str]) -> dict[str, Any]:
+        """An entry of `points`, its names checked and its values normalized."""
+        if not isinstance(changes, dict) or not changes:
+            raise OptionError(
+                f"each of `points` is a mapping of factors to values, got {changes!r}"
+            )
+        for name in changes:
+            if name not in valid:
+                raise OptionError(
+                    f"points: unknown factor '{name}'; valid factors: {', '.join(valid)}"
+                )
+        return {name: self._normalized(name, value) for name, value in changes.items()}
 
     def base_values(self) -> dict[str, Any]:
         """Each factor's value in the base config (model options resolved to their defaults)."""
@@ -174,7 +192,7 @@ class StudySpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain values: what the store keeps and what the spec hash covers.
 
-        `validation` appears only when set, so a study without it keeps its hash.
+        `validation` and `points` appear only when set, so a study without them keeps its hash.
         """
         values = {
             "base": {k: v for k, v in self.base.to_dict().items() if k != "out"},
@@ -183,7 +201,10 @@ class StudySpec:
             "seeds": list(self.seeds),
             "train_images": self.train_images,
         }
-        return values | ({} if self.validation is None else {"validation": self.validation})
+        values |= {} if self.validation is None else {"validation": self.validation}
+        return values | (
+            {"points": [dict(p) for p in self.extra_points]} if self.extra_points else {}
+        )
 
     def hash(self) -> str:
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -212,6 +233,7 @@ class StudySpec:
             seeds=values.get("seeds", 1),
             train_images=values.get("train_images"),
             validation=values.get("validation"),
+            extra_points=values.get("points") or [],
         )
 
     @classmethod
@@ -241,6 +263,10 @@ def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str
         if removed:
             changes.append(f"factor {name} drops {removed}")
             additive = False
+    before, after = old.get("points", []), new.get("points", [])
+    if before != after:
+        changes.append(f"points {before} -> {after}")
+        additive = additive and all(p in after for p in before)
     if old["seeds"] != new["seeds"]:
         changes.append(f"seeds {old['seeds']} -> {new['seeds']}")
         additive = additive and set(old["seeds"]) <= set(new["seeds"])
@@ -267,7 +293,8 @@ def base_values(spec: dict[str, Any]) -> dict[str, Any]:
     """Each factor's value in a spec's base (`StudySpec.to_dict()`), model options resolved."""
     base = spec["base"]
     options = model_info(base["model"]).defaults | base["model_options"]
-    return {name: base[name] if name in base else options[name] for name in spec["factors"]}
+    names = [*spec["factors"], *(name for point in spec.get("points", []) for name in point)]
+    return {name: base[name] if name in base else options[name] for name in names}
 
 
 def factor_names(base: TrainConfig) -> list[str]:

@@ -7,11 +7,9 @@ on its own batch, and the members' losses are summed, so each member's gradient 
 separate run. Batch-norm running statistics are stacked buffers that the forward pass updates
 in place, one row per member.
 
-The forward pass: for LeNet-5 (`GroupedLayers`) the members' images are concatenated along the
-channels, each convolution is one `conv2d(groups=members)` over the stacked kernels and each
-fully connected layer one `baddbmm`, so a step costs one set of kernel launches for all
-members (the per-step overhead that dominates small batches is shared) and no per-member
-Python work; for other networks `functional_call` under `vmap(randomness="different")`.
+The forward pass: for LeNet-5 `GroupedLayers` (`studies/grouped.py`: one grouped convolution
+or `baddbmm` per layer for all members; evaluation too), for other networks `functional_call`
+under `vmap(randomness="different")`.
 
 The optimizer is cnnlab's own (`create_optimizer` with the same parameter groups: weight decay
 on the >= 2-dimensional weights only) over the stacked tensors, stepped by cnnlab's per-step
@@ -20,16 +18,19 @@ each member. Each member then gets what a separate run leaves: its metrics rows 
 `config.yaml`, `metrics.jsonl/csv`, `last.pt`/`best.pt` (its own slice of the weights, buffers
 and optimizer state), so `cnnlab eval` works on it as on any run.
 
+A point stopped at any moment (SIGKILL included) resumes: each member whose folder holds a
+`last.pt` is restored from it, as its own run would be, and the ensemble goes on from there.
+
 Networks with dropout or auxiliary classifiers (their random masks and extra losses would not
-match a separate run's), mixed precision and channels-last fall back to one run after another,
-with a note.
+match a separate run's), mixed precision, channels-last, time budgets (each run's budget is
+fitted by its own `cnnlab.train`) and members that stopped at different epochs fall back to one
+run after another (each resuming from its own `last.pt`), with a note.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import time
 from typing import TYPE_CHECKING
 
@@ -46,7 +47,7 @@ from cnnlab.engine.optim import create_optimizer, create_scheduler
 from cnnlab.engine.runfolder import claim_run_folder
 from cnnlab.engine.runlog import write_metrics
 from cnnlab.engine.trainer import CHECKS_PER_EPOCH, Trainer
-from cnnlab.models.lenet import LeNet5
+from cnnlab.studies.grouped import GroupedLayers, evaluate_grouped
 from cnnlab.studies.store import LeaseLost, RunRecord
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ def train_point_batched(worker: Worker, records: list[RunRecord]) -> None:
     if reason is None:
         ensemble = SeedEnsemble(configs, data)
         reason = unbatchable_model(ensemble.models[0])
+        if len({member.epochs_done for member in ensemble.members}) > 1:
+            reason = "its seeds stopped at different epochs"
     if reason is not None:
         if len(records) > 1:
             worker.log(f"{records[0].point}: seeds trained one by one ({reason})")
@@ -100,6 +103,8 @@ def unbatchable_config(config: TrainConfig) -> str | None:
         return "mixed precision"
     if config.channels_last:
         return "channels-last"
+    if config.time_budget is not None:
+        return "a time budget"
     return None
 
 
@@ -116,8 +121,9 @@ class SeedEnsemble:
     """The members of one point (same config, different seeds) as one stacked model.
 
     Each member is a `Trainer`, built exactly as its own run builds it (seeded model, loaders,
-    optimizer groups, schedule); the ensemble trains their stacked weights and writes them
-    back into the members for evaluation and checkpoints.
+    optimizer groups, schedule) and restored from its folder's `last.pt` when there is one; the
+    ensemble trains their stacked weights and writes them back into the members for
+    evaluation and checkpoints.
     """
 
     def __init__(self, configs: list[TrainConfig], data: DataSplits) -> None:
@@ -130,6 +136,7 @@ class SeedEnsemble:
                 progress=False,
                 data=data,
                 curves=False,
+                resume=member.run_dir if (member.run_dir / "last.pt").is_file() else None,
             )
             for member in configs
         ]
@@ -162,8 +169,28 @@ class SeedEnsemble:
             step_size=config.lr_step_size,
             gamma=config.lr_gamma,
         )
+        self._restore_stacked_state()
         self.criterion = self.members[0].criterion
         self.grouped = GroupedLayers.of(self.models[0], len(self.models))
+
+    def _restore_stacked_state(self) -> None:
+        """The members' restored optimizer and schedule states, stacked (`member_state`'s inverse)."""
+        first = self.members[0]
+        if first.epochs_done == 0:
+            return
+        states = [member.optimizer.state_dict()["state"] for member in self.members]
+        stacked = first.optimizer.state_dict()  # its groups: the same order, lr and steps
+        stacked["state"] = {
+            key: {
+                name: torch.stack([state[key][name] for state in states])
+                if isinstance(value, Tensor) and value.dim() > 0
+                else value
+                for name, value in state.items()
+            }
+            for key, state in states[0].items()
+        }
+        self.optimizer.load_state_dict(stacked)
+        self.scheduler.load_state_dict(first.scheduler.state_dict())
 
     # ----------------------------------------------------------------------------- training
 
@@ -247,25 +274,30 @@ class SeedEnsemble:
     def fit(self, worker: Worker, records: list[RunRecord]) -> list[list[dict]]:
         """Train every member for its epochs; each member's metrics rows."""
         count = len(self.models)
-        histories: list[list[dict]] = [[] for _ in range(count)]
-        best = [-math.inf] * count
-        active = [True] * count
+        histories = [list(member.history) for member in self.members]
+        best = [member.best_metric for member in self.members]
+        start = self.members[0].epochs_done
+        active = [not h or h[-1]["status"] != "diverged" for h in histories]
 
         def keep_alive() -> None:
             for record in records:
                 worker.store.renew(record.id, worker.name, worker.lease)
 
         with contextlib.ExitStack() as folders:
-            for config in self.configs:
-                folders.enter_context(claim_run_folder(config.run_dir, force=True))
+            for config in self.configs:  # a folder without last.pt: killed before an epoch ended
+                folders.enter_context(
+                    claim_run_folder(config.run_dir, resume=start > 0, force=start == 0)
+                )
                 config.to_yaml(config.run_dir / "config.yaml")
             epochs = self.configs[0].epochs
-            for epoch in range(epochs):
+            for epoch in range(start, epochs):
                 started = time.perf_counter()
                 sums, nonfinite, seen, seconds = self.train_one_epoch(epoch, keep_alive)
                 self.write_back()
+                tested = self.evaluate()
                 for index in (i for i in range(count) if active[i]):
-                    row = self._row(index, epoch, sums, nonfinite, seen, seconds, started)
+                    metrics = {} if bool(nonfinite[index]) else tested[index]
+                    row = self._row(index, epoch, sums, metrics, seen, seconds, started)
                     histories[index].append(row)
                     active[index] = row["status"] != "diverged"
                     self._save(index, histories[index], best, row)
@@ -274,12 +306,18 @@ class SeedEnsemble:
                     break
         return histories
 
-    def _row(self, index, epoch, sums, nonfinite, seen, seconds, started) -> dict:
+    def evaluate(self) -> list[dict]:
+        """Each member's `Trainer.evaluate()` row: one grouped pass over the test split for
+        LeNet-5 (test-time flips aside), else member by member."""
+        if self.grouped is None or self.configs[0].test_time_flip:
+            return [member.evaluate() for member in self.members]
+        return evaluate_grouped(
+            self.grouped, self.params, self.buffers, self.members[0].test_loader
+        )
+
+    def _row(self, index, epoch, sums, metrics, seen, seconds, started) -> dict:
         loss_sum, correct_sum = sums[index].tolist()
-        diverged = bool(nonfinite[index])
-        metrics = {}
-        if not diverged:
-            metrics = self.members[index].evaluate()
+        diverged = not metrics
         last = epoch + 1 == self.configs[index].epochs
         return {
             "epoch": epoch + 1,
@@ -303,93 +341,3 @@ class SeedEnsemble:
         save_checkpoint(folder / "last.pt", state)
         if improved:
             save_checkpoint(folder / "best.pt", state)
-
-
-class GroupedLayers(nn.Module):
-    """The members' forward pass as grouped convolutions and batched matrix products.
-
-    Works on LeNet-5's layer kinds, in forward order: convolutions, batch norms, parameter-free
-    layers (padding, activations, pooling) on the members' channel-concatenated maps
-    (B, members x C, H, W), member-major; then the flattened features as (members, B, F)
-    through fully connected layers, batch norms and activations. The stacked parameters and
-    buffers are viewed, never copied, so gradients and running statistics land in the stack.
-    """
-
-    def __init__(self, layers: list[tuple[str, nn.Module]], members: int) -> None:
-        super().__init__()
-        self.names = [name for name, _ in layers]
-        self.layers = nn.ModuleList([copy.deepcopy(layer).to("meta") for _, layer in layers])
-        self.members = members
-
-    @classmethod
-    def of(cls, model: nn.Module, members: int) -> GroupedLayers | None:
-        """The grouped form of `model`, or None when its layers are not LeNet-5's."""
-        if not isinstance(model, LeNet5):
-            return None
-        layers = [
-            *((f"features.{name}", layer) for name, layer in model.features.named_children()),
-            ("flatten", nn.Flatten()),
-            *((f"classifier.{name}", layer) for name, layer in model.classifier.named_children()),
-        ]
-        return cls(layers, members)
-
-    def forward(self, params: dict, buffers: dict, images: Tensor) -> Tensor:
-        """Logits (members, B, classes) of `images` (B, members x C, H, W)."""
-        # Channels-last: oneDNN's grouped convolutions over a few channels per group run 2-5x
-        # faster so than in NCHW on the CPU (measured: docs/studies.md, "Seed batching").
-        x, members = images.contiguous(memory_format=torch.channels_last), self.members
-        for name, layer in zip(self.names, self.layers, strict=True):
-            weight, bias = params.get(f"{name}.weight"), params.get(f"{name}.bias")
-            if isinstance(layer, nn.Conv2d):
-                kernels = weight.reshape(-1, *weight.shape[2:])  # member-major output channels
-                x = F.conv2d(
-                    x,
-                    kernels,
-                    None if bias is None else bias.reshape(-1),
-                    layer.stride,
-                    layer.padding,
-                    layer.dilation,
-                    layer.groups * members,
-                )
-            elif isinstance(layer, nn.Flatten):
-                x = x.reshape(x.shape[0], members, -1).transpose(0, 1)
-            elif isinstance(layer, nn.Linear):
-                x = (
-                    torch.bmm(x, weight.transpose(1, 2))
-                    if bias is None
-                    else torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-                )
-            elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
-                x = self._batch_norm(name, layer, weight, bias, buffers, x)
-            else:
-                x = layer(x)
-        return x
-
-    def _batch_norm(
-        self, name: str, layer: nn.Module, weight, bias, buffers: dict, x: Tensor
-    ) -> Tensor:
-        """Batch norm per member and channel: the stacked statistics as one long channel axis."""
-        features = x.dim() == 3  # (members, B, F): the members' features side by side
-        if features:
-            batch = x.shape[1]
-            x = x.transpose(0, 1).reshape(batch, -1)
-        mean, var = buffers.get(f"{name}.running_mean"), buffers.get(f"{name}.running_var")
-        momentum = layer.momentum
-        if self.training and layer.track_running_stats:
-            tracked = buffers[f"{name}.num_batches_tracked"]
-            tracked.add_(1)
-            if momentum is None:  # cumulative average, as nn.BatchNorm does it
-                momentum = 1.0 / float(tracked[0])
-        x = F.batch_norm(
-            x,
-            None if mean is None else mean.view(-1),
-            None if var is None else var.view(-1),
-            None if weight is None else weight.reshape(-1),
-            None if bias is None else bias.reshape(-1),
-            self.training or mean is None,
-            0.0 if momentum is None else momentum,
-            layer.eps,
-        )
-        if features:
-            x = x.reshape(batch, self.members, -1).transpose(0, 1)
-        return x

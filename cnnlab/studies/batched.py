@@ -50,12 +50,18 @@ from cnnlab.engine.trainer import CHECKS_PER_EPOCH, Trainer
 from cnnlab.studies.grouped import GroupedLayers, evaluate_grouped
 from cnnlab.studies.store import LeaseLost, RunRecord
 
+# `--batched-seeds auto` batches networks without a grouped form only below this batch size.
+VMAP_PAYS_BELOW_BATCH = 16
+
 if TYPE_CHECKING:
     from cnnlab.studies.worker import Worker
 
 
-def train_point_batched(worker: Worker, records: list[RunRecord]) -> None:
-    """Train the claimed seeds of one point together, or one by one where that is not exact."""
+def train_point_batched(worker: Worker, records: list[RunRecord], mode: bool | str = True) -> None:
+    """Train the claimed seeds of one point together, or one by one where that is not exact.
+
+    `mode` `"auto"` batches only where batching was measured to pay (`batching_pays`).
+    """
     configs = [TrainConfig.from_dict(record.config) for record in records]
     data = worker.data_for(configs[0], records[0].point)
     reason = "one seed" if len(records) == 1 else unbatchable_config(configs[0])
@@ -65,6 +71,8 @@ def train_point_batched(worker: Worker, records: list[RunRecord]) -> None:
         reason = unbatchable_model(ensemble.models[0])
         if len({member.epochs_done for member in ensemble.members}) > 1:
             reason = "its seeds stopped at different epochs"
+        if reason is None and mode == "auto":
+            reason = batching_pays(ensemble)
     if reason is not None:
         if len(records) > 1:
             worker.log(f"{records[0].point}: seeds trained one by one ({reason})")
@@ -95,6 +103,20 @@ def train_point_batched(worker: Worker, records: list[RunRecord]) -> None:
     for record, history in zip(records, histories, strict=True):
         status = "diverged" if history and history[-1]["status"] == "diverged" else "done"
         worker.finish(record, status, history, seconds, None)
+
+
+def batching_pays(ensemble: SeedEnsemble) -> str | None:
+    """`--batched-seeds auto`'s rule: None where batching pays, else why not.
+
+    Measured on LeNet-5 with 5 seeds, one thread (docs/studies.md, "Seed batching"): the
+    grouped form beats one by one at every batch size tried (2 to 256), the vmap form only
+    below batch 16 (about 2x at batch 2; 0.73x at 16 and 0.6x at 256).
+    """
+    if ensemble.grouped is not None:
+        return None
+    if ensemble.configs[0].batch_size < VMAP_PAYS_BELOW_BATCH:
+        return None
+    return f"auto: vmap batching is slower than one by one from batch {VMAP_PAYS_BELOW_BATCH}"
 
 
 def unbatchable_config(config: TrainConfig) -> str | None:
@@ -279,9 +301,13 @@ class SeedEnsemble:
         start = self.members[0].epochs_done
         active = [not h or h[-1]["status"] != "diverged" for h in histories]
 
-        def keep_alive() -> None:
-            for record in records:
-                worker.store.renew(record.id, worker.name, worker.lease)
+        renewed = [time.monotonic()]
+
+        def keep_alive() -> None:  # as often as a run's StoreHook: each quarter of the lease
+            if time.monotonic() - renewed[0] > worker.lease / 4:
+                for record in records:
+                    worker.store.renew(record.id, worker.name, worker.lease)
+                renewed[0] = time.monotonic()
 
         with contextlib.ExitStack() as folders:
             for config in self.configs:  # a folder without last.pt: killed before an epoch ended

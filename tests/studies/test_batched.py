@@ -16,6 +16,7 @@ from cnnlab.engine.checkpoint import load_checkpoint
 from cnnlab.engine.evaluate import evaluate
 from cnnlab.models import create_model
 from cnnlab.studies import StudySpec, run_study
+from cnnlab.studies.batched import SeedEnsemble, batching_pays
 from cnnlab.studies.grouped import GroupedLayers, evaluate_grouped
 from cnnlab.studies.store import StudyStore
 
@@ -158,3 +159,13 @@ def test_grouped_evaluation_equals_each_members_own() -> None:
         alone = evaluate(member, loader, test.classes)
         assert row["test_loss"] == pytest.approx(alone.loss, rel=1e-5)
         assert (row["test_acc"], row["test_top5"]) == (alone.top1, alone.top5)
+
+
+def test_auto_batches_lenet_at_every_batch_size_and_vmap_only_below_16(tmp_path: Path) -> None:
+    spec = StudySpec.from_dict(tiny_spec(factors={"batch_size": [8]}, seeds=2))
+    for point, vmap_pays in ((spec.points()[0], False), (spec.points()[1], True)):  # 32, 8
+        configs = [spec.config_for(point, seed, tmp_path / f"s{seed}") for seed in spec.seeds]
+        ensemble = SeedEnsemble(configs, DATA)
+        assert batching_pays(ensemble) is None  # LeNet-5: the grouped form
+        ensemble.grouped = None  # what a network without a grouped form trains with
+        assert (batching_pays(ensemble) is None) == vmap_pays

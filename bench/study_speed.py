@@ -14,7 +14,10 @@ Parts (each can be skipped):
            split every epoch included). Targets: >= 2.5x at batch 2 and 16, >= 1.0x at 256.
            The GPU target (10 seeds >= 5x seed by seed) is NOT MEASURED without a GPU.
 
-Usage: python bench/study_speed.py [--skip-study] [--skip-batched] [--strict] [--json FILE]
+           `--vmap` also times the vmap form (networks without a grouped form), reported only.
+
+Usage: python bench/study_speed.py [--skip-study] [--skip-batched] [--vmap] [--strict]
+           [--json FILE] [--threads N]
 The last line printed is a JSON summary (targets, results, provenance with the date);
 `--json` also writes it to FILE; `--strict` exits 1 when any target FAILs.
 """
@@ -22,11 +25,13 @@ The last line printed is a JSON summary (targets, results, provenance with the d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from statistics import fmean, stdev
 
@@ -47,6 +52,7 @@ from common import (
 
 from cnnlab.data.datasets import load_dataset
 from cnnlab.studies import StudySpec, run_study
+from cnnlab.studies.grouped import GroupedLayers
 from cnnlab.studies.store import StudyStore
 
 LEARNING_RATES = (0.1, 0.5, 0.9, 1.3, 1.7)
@@ -69,6 +75,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--skip-batched", action="store_true")
     parser.add_argument(
         "--max-load", type=float, default=1.5, help="wait for a lower load average first"
+    )
+    parser.add_argument(
+        "--vmap", action="store_true", help="also time the vmap form of the batched ensemble"
     )
     parser.add_argument("--threads", type=int, default=1, help="threads of both sides")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any target FAILs")
@@ -198,21 +207,30 @@ def compare_batched(
                 "train_images": images,
             }
         )
+        sides = [("one by one", False), ("batched", True)]
+        sides += [("batched, vmap form", True)] if args.vmap else []
         seconds = {}
-        for name, batched in (("one by one", False), ("batched", True)):
+        for name, batched in sides:
             started = time.perf_counter()
-            run_study(
-                study,
-                workdir / f"b{batch}-{name.replace(' ', '_')}",
-                data=splits,
-                threads=threads,
-                batched_seeds=batched,
-                log=None,
-            )
+            with vmap_form(name.endswith("vmap form")):
+                run_study(
+                    study,
+                    workdir / f"b{batch}-{name.replace(' ', '_').replace(',', '')}",
+                    data=splits,
+                    threads=threads,
+                    batched_seeds=batched,
+                    log=None,
+                )
             seconds[name] = time.perf_counter() - started
         speedup = seconds["one by one"] / seconds["batched"]
-        rows.append([batch, images, seconds["one by one"], seconds["batched"], speedup])
-        results[f"batch_{batch}"] = {"train_images": images, "seconds": seconds, "speedup": speedup}
+        vmap = seconds["one by one"] / seconds["batched, vmap form"] if args.vmap else None
+        rows.append([batch, images, *seconds.values(), speedup, "" if vmap is None else vmap])
+        results[f"batch_{batch}"] = {
+            "train_images": images,
+            "seconds": seconds,
+            "speedup": speedup,
+            "vmap_speedup": vmap,
+        }
         targets.append(
             Target.at_least(
                 f"--batched-seeds at batch {batch}, one by one/batched", speedup, minimum
@@ -221,7 +239,9 @@ def compare_batched(
     print_table(
         f"LeNet-5, {args.batched_seeds} seeds x 1 epoch, {BATCHED_TEST_IMAGES} test images "
         f"(CPU, {threads} threads)",
-        ["batch", "train images", "one by one s", "batched s", "speed-up"],
+        ["batch", "train images", "one by one s", "batched s"]
+        + (["vmap form s"] if args.vmap else [])
+        + ["speed-up", "vmap form speed-up"],
         rows,
     )
     targets.append(
@@ -233,6 +253,21 @@ def compare_batched(
     )
     results["gpu_speedup"] = "not measured"
     return targets, results
+
+
+@contextlib.contextmanager
+def vmap_form(active: bool) -> Iterator[None]:
+    """While active, LeNet-5's ensembles train in the vmap form, as networks without a grouped
+    form do (what `--batched-seeds auto`'s rule for them is measured from)."""
+    if not active:
+        yield
+        return
+    grouped_of = GroupedLayers.__dict__["of"]  # the classmethod itself
+    GroupedLayers.of = classmethod(lambda cls, model, members: None)
+    try:
+        yield
+    finally:
+        GroupedLayers.of = grouped_of
 
 
 def _var(values: list[float]) -> float:

@@ -11,7 +11,8 @@ Parts (each can be skipped):
   batched  The textbook LeNet-5 with 5 seeds, one point of one epoch at batch 2, 16 and 256:
            `--batched-seeds` against the same 5 runs one by one, each a `run_study` in this
            process on data already loaded, with the same threads (evaluation on a test split
-           1/6 the size of the training images, Fashion-MNIST's own ratio, included). Targets: >= 2.5x at batch 2 and 16, >= 1.0x at 256.
+           1/6 the size of the training images, Fashion-MNIST's own ratio, included); each side
+           `--repeats` times in mirrored order, the fastest kept. Targets: >= 2.5x at batch 2 and 16, >= 1.0x at 256.
            The GPU target (10 seeds >= 5x seed by seed) is NOT MEASURED without a GPU.
 
            `--vmap` also times the vmap form (networks without a grouped form), reported only.
@@ -81,6 +82,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--vmap", action="store_true", help="also time the vmap form of the batched ensemble"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="times of each batched-part side (fastest kept)"
     )
     parser.add_argument("--threads", type=int, default=1, help="threads of both sides")
     parser.add_argument("--strict", action="store_true", help="exit 1 when any target FAILs")
@@ -213,25 +217,30 @@ def compare_batched(
         )
         sides = [("one by one", False), ("batched", True)]
         sides += [("batched, vmap form", True)] if args.vmap else []
-        seconds = {}
-        for name, batched in sides:
+        # Each side `--repeats` times, in mirrored order (A B B A ...), its fastest time kept:
+        # the load of a shared machine changes between the sides, and only ever slows them.
+        order = [side for turn in range(args.repeats) for side in sides[:: 1 - 2 * (turn % 2)]]
+        times: dict[str, list[float]] = {name: [] for name, _ in sides}
+        for turn, (name, batched) in enumerate(order):
             started = time.perf_counter()
             with vmap_form(name.endswith("vmap form")):
                 run_study(
                     study,
-                    workdir / f"b{batch}-{name.replace(' ', '_').replace(',', '')}",
+                    workdir / f"b{batch}-{turn}",
                     data=splits,
                     threads=threads,
                     batched_seeds=batched,
                     log=None,
                 )
-            seconds[name] = time.perf_counter() - started
+            times[name].append(time.perf_counter() - started)
+        seconds = {name: min(values) for name, values in times.items()}
         speedup = seconds["one by one"] / seconds["batched"]
         vmap = seconds["one by one"] / seconds["batched, vmap form"] if args.vmap else None
         rows.append([batch, images, *seconds.values(), speedup, "" if vmap is None else vmap])
         results[f"batch_{batch}"] = {
             "train_images": images,
             "seconds": seconds,
+            "all_seconds": times,
             "speedup": speedup,
             "vmap_speedup": vmap,
         }

@@ -108,9 +108,9 @@ def train_point_batched(worker: Worker, records: list[RunRecord], mode: bool | s
 def batching_pays(ensemble: SeedEnsemble) -> str | None:
     """`--batched-seeds auto`'s rule: None where batching pays, else why not.
 
-    Measured on LeNet-5 with 5 seeds, one thread (docs/studies.md, "Seed batching"): the
-    grouped form beats one by one at every batch size tried (2 to 256), the vmap form only
-    below batch 16 (about 2x at batch 2; 0.73x at 16 and 0.6x at 256).
+    Measured by bench/study_speed.py on LeNet-5 with 5 seeds, one thread (docs/studies.md):
+    the grouped form beats one by one at batch 2, 16 and 256 (2.5x, 1.8x, 1.2x), the vmap form
+    only at batch 2 (1.6x; 0.78x at 16, 0.59x at 256).
     """
     if ensemble.grouped is not None:
         return None

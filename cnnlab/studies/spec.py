@@ -18,6 +18,7 @@ runs, so a bad value fails at once, in one line naming the factor.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import itertools
 import json
@@ -116,7 +117,7 @@ class StudySpec:
         valid = factor_names(self.base)
         for name, values in self.factors.items():
             if name not in valid:
-                raise OptionError(f"unknown factor '{name}'; valid factors: {', '.join(valid)}")
+                raise OptionError(f"unknown factor {_closest(name, valid)}")
             if not isinstance(values, list) or not values:
                 raise OptionError(f"factor '{name}' needs a non-empty list of values")
             self.factors[name] = [self._normalized(name, value) for value in values]
@@ -162,9 +163,7 @@ class StudySpec:
             )
         for name in changes:
             if name not in valid:
-                raise OptionError(
-                    f"points: unknown factor '{name}'; valid factors: {', '.join(valid)}"
-                )
+                raise OptionError(f"points: unknown factor {_closest(name, valid)}")
         return {name: self._normalized(name, value) for name, value in changes.items()}
 
     def base_values(self) -> dict[str, Any]:
@@ -302,6 +301,13 @@ def factor_names(base: TrainConfig) -> list[str]:
     fields = [name for name in _config_fields() if name not in NOT_FACTORS]
     options = [name for name in model_info(base.model).defaults if name not in fields]
     return fields + options
+
+
+def _closest(name: str, valid: list[str]) -> str:
+    """`'name'`, the closest valid name as a suggestion when there is one, and the valid names."""
+    closest = difflib.get_close_matches(name, valid, n=1)
+    suggestion = f"; did you mean '{closest[0]}'?" if closest else ";"
+    return f"'{name}'{suggestion} valid factors: {', '.join(valid)}"
 
 
 def _config_fields() -> list[str]:

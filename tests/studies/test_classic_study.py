@@ -65,3 +65,16 @@ def test_adding_an_extra_point_extends_the_study() -> None:
     changes, additive = spec_differences(old.to_dict(), new.to_dict())
     assert additive and changes == ["points [] -> [{'lr': 0.3, 'batch_size': 16}]"]
     assert new.points()[-1].name == "lr=0.3,batch_size=16"
+
+
+def test_a_misspelt_factor_suggests_the_closest() -> None:
+    values = read_yaml(CLASSIC, "study spec")
+    values["factors"] = {"conv_activaton": ["relu"]}
+    with pytest.raises(
+        OptionError, match="factor 'conv_activaton'; did you mean 'conv_activation'"
+    ):
+        StudySpec.from_dict(values)
+    values["factors"] = {"c1_kernel_size": [29]}
+    values["base"]["image_size"] = 28
+    with pytest.raises(OptionError, match="c1_kernel_size=29 is larger than the image allows"):
+        StudySpec.from_dict(values)

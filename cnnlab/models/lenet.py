@@ -7,7 +7,12 @@ pooling. `lenet5_modern` is the same network with ReLU, max pooling and batch no
 which trains in a fraction of the steps.
 
 The layer sizes depend on the input side, so both take `image_size`; the flattened size that
-feeds C5 is computed from it together with `kernel_size` and `pool_size`.
+feeds C5 is computed from it together with `kernel_size`, `c1_kernel_size` and `pool_size`.
+
+Two options reproduce the classic Fashion-MNIST ablation, which changed single layers:
+`conv_activation` is the activation of C1 and C3 only (the sigmoids of C5 and F6 stay), and
+`c1_kernel_size` the kernel of C1 only. Both default to the network-wide option
+(`activation`, `kernel_size`).
 """
 
 from __future__ import annotations
@@ -33,21 +38,34 @@ MNIST_STD = (0.3081,)
 PAPER_FIELD = 32
 
 
-def _c1_padding(image_size: int, kernel_size: int) -> int:
-    """Zero padding of C1: 'same' for inputs smaller than the paper's 32x32 field, else none.
+def _c1_padding(image_size: int, kernel_size: int) -> tuple[int, int]:
+    """Zero padding of C1 (before, after) on each axis: 'same' below the paper's 32x32 field.
 
-    At 28x28 this pads by 2 (d2l's choice), which reproduces the paper's 28 -> 14 -> 10 -> 5.
+    At 28x28 a 5x5 kernel pads by 2 (d2l's choice), which reproduces the paper's
+    28 -> 14 -> 10 -> 5. An even kernel cannot be centred: it pads one more after (right and
+    bottom) than before, as PyTorch's and TensorFlow's 'same' padding do, so C1 still keeps
+    28 -> 28 (a 4x4 kernel pads 1 before and 2 after).
     """
-    return kernel_size // 2 if image_size < PAPER_FIELD else 0
+    if image_size >= PAPER_FIELD:
+        return 0, 0
+    return (kernel_size - 1) // 2, kernel_size // 2
 
 
-def _feature_side(image_size: int, kernel_size: int, pool_size: int) -> int:
-    """Side of S4's maps: two rounds of (valid convolution, non-overlapping pooling)."""
-    if kernel_size < 1 or pool_size < 1:
-        raise OptionError(f"kernel_size and pool_size must be >= 1, got {kernel_size}, {pool_size}")
-    side = image_size + 2 * _c1_padding(image_size, kernel_size)
-    for _ in ("C1/S2", "C3/S4"):
-        side = (side - kernel_size + 1) // pool_size
+def _feature_side(image_size: int, kernel_size: int, pool_size: int, c1_kernel_size: int) -> int:
+    """Side of S4's maps: two rounds of (convolution, non-overlapping pooling)."""
+    if min(kernel_size, pool_size, c1_kernel_size) < 1:
+        raise OptionError(
+            f"kernel_size, c1_kernel_size and pool_size must be >= 1, "
+            f"got {kernel_size}, {c1_kernel_size}, {pool_size}"
+        )
+    if c1_kernel_size > image_size:
+        raise InputSizeError(
+            f"LeNet-5's c1_kernel_size={c1_kernel_size} is larger than the image allows "
+            f"(image_size={image_size}: at most {image_size})"
+        )
+    side = image_size + sum(_c1_padding(image_size, c1_kernel_size))
+    for kernel in (c1_kernel_size, kernel_size):  # C1/S2, then C3/S4
+        side = (side - kernel + 1) // pool_size
         if side < 1:
             raise InputSizeError(
                 f"LeNet-5 with kernel_size={kernel_size} and pool_size={pool_size} leaves no "
@@ -71,7 +89,7 @@ def _layer(
 
 
 class LeNet5(ClassifierNet):
-    """LeNet-5 with configurable activation, pooling, kernel and pooling sizes.
+    """LeNet-5 with configurable activations, pooling, kernel and pooling sizes.
 
     Deviations from the paper, all as in d2l and every modern reproduction:
     - C3 connects to all six S2 maps (2,416 weights) instead of the paper's hand-made sparse
@@ -97,13 +115,21 @@ class LeNet5(ClassifierNet):
         kernel_size: int = 5,
         pool_size: int = 2,
         batch_norm: bool = False,
+        conv_activation: str | None = None,
+        c1_kernel_size: int | None = None,
     ) -> None:
         super().__init__()
-        side = _feature_side(image_size, kernel_size, pool_size)
+        conv_activation = activation if conv_activation is None else conv_activation
+        c1_kernel_size = kernel_size if c1_kernel_size is None else c1_kernel_size
+        side = _feature_side(image_size, kernel_size, pool_size, c1_kernel_size)
         self.num_classes = num_classes
         bias = not batch_norm  # batch norm's shift makes a bias before it redundant
-        c1_padding = _c1_padding(image_size, kernel_size)
-        c1 = nn.Conv2d(in_channels, 6, kernel_size, padding=c1_padding, bias=bias)
+        before, after = _c1_padding(image_size, c1_kernel_size)
+        c1_pad: list[tuple[str, nn.Module]] = []
+        if before != after:  # an even kernel: 'same' padding is one wider after than before
+            c1_pad = [("c1_pad", nn.ZeroPad2d((before, after, before, after)))]
+            before = 0
+        c1 = nn.Conv2d(in_channels, 6, c1_kernel_size, padding=before, bias=bias)
         c3 = nn.Conv2d(6, 16, kernel_size, bias=bias)
         # C5 is a 5x5 convolution over S4's 5x5 maps in the paper, i.e. a fully connected layer
         # at 32x32; as a Linear on the flattened maps it also covers other input sizes.
@@ -112,9 +138,10 @@ class LeNet5(ClassifierNet):
         self.features = nn.Sequential(
             OrderedDict(
                 [
-                    *_layer("c1", c1, activation, batch_norm),
+                    *c1_pad,
+                    *_layer("c1", c1, conv_activation, batch_norm),
                     ("s2", make_pool(pooling, pool_size, stride=pool_size)),
-                    *_layer("c3", c3, activation, batch_norm),
+                    *_layer("c3", c3, conv_activation, batch_norm),
                     ("s4", make_pool(pooling, pool_size, stride=pool_size)),
                 ]
             )
@@ -128,7 +155,8 @@ class LeNet5(ClassifierNet):
                 ]
             )
         )
-        _init_weights(self, activation)
+        _init_weights(self.features, conv_activation)
+        _init_weights(self.classifier, activation)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
@@ -163,11 +191,19 @@ FAITHFUL_OPTIONS = {
     "num_classes": num_classes_option(10),
     "in_channels": in_channels_option(1),
     "image_size": ModelOption(32, "input side the fully connected layers are sized for"),
-    "activation": ModelOption("sigmoid", "hidden-layer activation: sigmoid, tanh, relu, ..."),
+    "activation": ModelOption(
+        "sigmoid", "activation of the hidden layers C1, C3, C5, F6: sigmoid, tanh, relu, ..."
+    ),
     "pooling": ModelOption("avg", "subsampling layers: avg or max pooling"),
-    "kernel_size": ModelOption(5, "side of the convolution kernels (C1, C3)"),
+    "kernel_size": ModelOption(5, "side of the convolution kernels of C1 and C3"),
     "pool_size": ModelOption(2, "side and stride of the pooling windows (1: no pooling)"),
     "batch_norm": ModelOption(False, "batch norm after every hidden layer"),
+    "conv_activation": ModelOption(
+        None, "activation of the convolutions C1 and C3 only (default: `activation`)", str
+    ),
+    "c1_kernel_size": ModelOption(
+        None, "side of C1's kernel only ('same' padding below 32 px; default: `kernel_size`)", int
+    ),
 }
 MODERN_OPTIONS = {
     **FAITHFUL_OPTIONS,

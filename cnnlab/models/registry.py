@@ -10,6 +10,7 @@ is an error that lists the valid ones, never silently swallowed.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable
@@ -27,10 +28,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class ModelOption:
-    """One option of a model family: its default and what it changes, in a few words."""
+    """One option of a model family: its default and what it changes, in a few words.
+
+    A `None` default follows another option (LeNet-5's `conv_activation` follows
+    `activation`); such an option names the type of its values in `kind`.
+    """
 
     default: object
     help: str
+    kind: type | None = None
+
+    @property
+    def value_type(self) -> type:
+        """The type every value of the option has: `kind`, else the default's type."""
+        return self.kind or type(self.default)
 
 
 def num_classes_option(default: int = 1000) -> ModelOption:
@@ -161,31 +172,36 @@ def resolve_options(name: str, **options: object) -> dict[str, object]:
     info = model_info(name)
     unknown = sorted(set(options) - set(info.defaults))
     if unknown:
+        closest = difflib.get_close_matches(unknown[0], info.defaults, n=1)
+        suggestion = f"did you mean '{closest[0]}'? " if closest else ""
         raise OptionError(
-            f"model '{name}' has no option {', '.join(map(repr, unknown))}; "
+            f"model '{name}' has no option {', '.join(map(repr, unknown))}; {suggestion}"
             f"valid options: {', '.join(info.defaults)}"
         )
     for option, value in options.items():
-        expected = _expected_value(option, info.defaults[option], value)
+        declared = info.options[option]
+        if value is None and declared.default is None:
+            continue  # None: follow the option it defaults to
+        expected = _expected_value(option, declared.value_type, value)
         if expected:
             raise OptionError(f"model '{name}': {option}={value!r} is not valid; {expected}")
     return {**info.defaults, **options}
 
 
-def _expected_value(option: str, default: object, value: object) -> str | None:
-    """What `value` should be, judged by the option's default; None when it is fine."""
+def _expected_value(option: str, kind: type, value: object) -> str | None:
+    """What `value` should be, judged by the option's type; None when it is fine."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if isinstance(default, bool):
+    if issubclass(kind, bool):
         return None if isinstance(value, bool) else f"{option} is true or false"
-    if isinstance(default, int):
+    if issubclass(kind, int):
         fine = number and value == int(value) and value >= 1
         return None if fine else f"{option} is a whole number >= 1"
-    if isinstance(default, float):
+    if issubclass(kind, float):
         if option.endswith("dropout"):
             fine = number and 0 <= value < 1
             return None if fine else f"{option} is a drop probability in [0, 1)"
         return None if number and value >= 0 else f"{option} is a number >= 0"
-    if isinstance(default, str) and not isinstance(value, str):
+    if issubclass(kind, str) and not isinstance(value, str):
         return f"{option} is a name (a string)"
     return None
 

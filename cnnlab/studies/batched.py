@@ -1,11 +1,15 @@
-"""Seed batching: all seeds of a study point train at once, as one vmapped ensemble.
+"""Seed batching: all seeds of a study point train at once, as one ensemble.
 
 Each member is built, seeded and initialized exactly as its own `cnnlab.train` run would be,
 and reads its own `BatchLoader` (its seed's order and augmentation). The members' parameters
 and buffers are stacked (`torch.func.stack_module_state`); one forward pass runs every member
-on its own batch (`functional_call` under `vmap(randomness="different")`), and the members'
-losses are summed, so each member's gradient is that of a separate run. Batch-norm running
-statistics are stacked buffers that the forward pass updates in place, one row per member.
+on its own batch, and the members' losses are summed, so each member's gradient is that of a
+separate run. Batch-norm running statistics are stacked buffers that the forward pass updates
+in place, one row per member.
+
+The forward pass: for LeNet-5 `GroupedLayers` (`studies/grouped.py`: one grouped convolution
+or `baddbmm` per layer for all members; evaluation too), for other networks `functional_call`
+under `vmap(randomness="different")`.
 
 The optimizer is cnnlab's own (`create_optimizer` with the same parameter groups: weight decay
 on the >= 2-dimensional weights only) over the stacked tensors, stepped by cnnlab's per-step
@@ -14,22 +18,26 @@ each member. Each member then gets what a separate run leaves: its metrics rows 
 `config.yaml`, `metrics.jsonl/csv`, `last.pt`/`best.pt` (its own slice of the weights, buffers
 and optimizer state), so `cnnlab eval` works on it as on any run.
 
+A point stopped at any moment (SIGKILL included) resumes: each member whose folder holds a
+`last.pt` is restored from it, as its own run would be, and the ensemble goes on from there.
+
 Networks with dropout or auxiliary classifiers (their random masks and extra losses would not
-match a separate run's), mixed precision and channels-last fall back to one run after another,
-with a note.
+match a separate run's), mixed precision, channels-last, time budgets (each run's budget is
+fitted by its own `cnnlab.train`) and members that stopped at different epochs fall back to one
+run after another (each resuming from its own `last.pt`), with a note.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import time
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.nn import functional as F
 
 from cnnlab.data.memory import DataSplits
 from cnnlab.engine.checkpoint import save_checkpoint
@@ -39,14 +47,21 @@ from cnnlab.engine.optim import create_optimizer, create_scheduler
 from cnnlab.engine.runfolder import claim_run_folder
 from cnnlab.engine.runlog import scored_names, write_metrics
 from cnnlab.engine.trainer import CHECKS_PER_EPOCH, Trainer
+from cnnlab.studies.grouped import GroupedLayers, evaluate_grouped
 from cnnlab.studies.store import LeaseLost, RunRecord
+
+# `--batched-seeds auto` batches networks without a grouped form only below this batch size.
+VMAP_PAYS_BELOW_BATCH = 16
 
 if TYPE_CHECKING:
     from cnnlab.studies.worker import Worker
 
 
-def train_point_batched(worker: Worker, records: list[RunRecord]) -> None:
-    """Train the claimed seeds of one point together, or one by one where that is not exact."""
+def train_point_batched(worker: Worker, records: list[RunRecord], mode: bool | str = True) -> None:
+    """Train the claimed seeds of one point together, or one by one where that is not exact.
+
+    `mode` `"auto"` batches only where batching was measured to pay (`batching_pays`).
+    """
     configs = [TrainConfig.from_dict(record.config) for record in records]
     data = worker.data_for(configs[0], records[0].point)
     reason = "one seed" if len(records) == 1 else unbatchable_config(configs[0])
@@ -54,6 +69,10 @@ def train_point_batched(worker: Worker, records: list[RunRecord]) -> None:
     if reason is None:
         ensemble = SeedEnsemble(configs, data)
         reason = unbatchable_model(ensemble.models[0])
+        if len({member.epochs_done for member in ensemble.members}) > 1:
+            reason = "its seeds stopped at different epochs"
+        if reason is None and mode == "auto":
+            reason = batching_pays(ensemble)
     if reason is not None:
         if len(records) > 1:
             worker.log(f"{records[0].point}: seeds trained one by one ({reason})")
@@ -86,12 +105,28 @@ def train_point_batched(worker: Worker, records: list[RunRecord]) -> None:
         worker.finish(record, status, history, seconds, None)
 
 
+def batching_pays(ensemble: SeedEnsemble) -> str | None:
+    """`--batched-seeds auto`'s rule: None where batching pays, else why not.
+
+    Measured by bench/study_speed.py on LeNet-5 with 5 seeds, one thread (docs/studies.md):
+    the grouped form beats one by one at batch 2, 16 and 256 (2.5x, 1.8x, 1.2x), the vmap form
+    only at batch 2 (1.6x; 0.78x at 16, 0.59x at 256).
+    """
+    if ensemble.grouped is not None:
+        return None
+    if ensemble.configs[0].batch_size < VMAP_PAYS_BELOW_BATCH:
+        return None
+    return f"auto: vmap batching is slower than one by one from batch {VMAP_PAYS_BELOW_BATCH}"
+
+
 def unbatchable_config(config: TrainConfig) -> str | None:
     """Why runs of `config` cannot be batched exactly, or None."""
     if config.amp:
         return "mixed precision"
     if config.channels_last:
         return "channels-last"
+    if config.time_budget is not None:
+        return "a time budget"
     return None
 
 
@@ -108,8 +143,9 @@ class SeedEnsemble:
     """The members of one point (same config, different seeds) as one stacked model.
 
     Each member is a `Trainer`, built exactly as its own run builds it (seeded model, loaders,
-    optimizer groups, schedule); the ensemble trains their stacked weights and writes them
-    back into the members for evaluation and checkpoints.
+    optimizer groups, schedule) and restored from its folder's `last.pt` when there is one; the
+    ensemble trains their stacked weights and writes them back into the members for
+    evaluation and checkpoints.
     """
 
     def __init__(self, configs: list[TrainConfig], data: DataSplits) -> None:
@@ -122,6 +158,7 @@ class SeedEnsemble:
                 progress=False,
                 data=data,
                 curves=False,
+                resume=member.run_dir if (member.run_dir / "last.pt").is_file() else None,
             )
             for member in configs
         ]
@@ -154,7 +191,28 @@ class SeedEnsemble:
             step_size=config.lr_step_size,
             gamma=config.lr_gamma,
         )
+        self._restore_stacked_state()
         self.criterion = self.members[0].criterion
+        self.grouped = GroupedLayers.of(self.models[0], len(self.models))
+
+    def _restore_stacked_state(self) -> None:
+        """The members' restored optimizer and schedule states, stacked (`member_state`'s inverse)."""
+        first = self.members[0]
+        if first.epochs_done == 0:
+            return
+        states = [member.optimizer.state_dict()["state"] for member in self.members]
+        stacked = first.optimizer.state_dict()  # its groups: the same order, lr and steps
+        stacked["state"] = {
+            key: {
+                name: torch.stack([state[key][name] for state in states])
+                if isinstance(value, Tensor) and value.dim() > 0
+                else value
+                for name, value in state.items()
+            }
+            for key, state in states[0].items()
+        }
+        self.optimizer.load_state_dict(stacked)
+        self.scheduler.load_state_dict(first.scheduler.state_dict())
 
     # ----------------------------------------------------------------------------- training
 
@@ -162,11 +220,22 @@ class SeedEnsemble:
         logits = functional_call(self.skeleton, (params, buffers), (images,))
         return self.criterion(logits, labels), logits
 
-    def train_step(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """One step of every member: `images` (k, B, C, H, W), `labels` (k, B)."""
-        losses, logits = vmap(self._member_loss, randomness="different")(
-            self.params, self.buffers, images, labels
-        )
+    def train_step(self, images: list[Tensor], labels: Tensor) -> tuple[Tensor, Tensor]:
+        """One step of every member: each member's images (B, C, H, W), `labels` (k, B)."""
+        if self.grouped is not None:
+            logits = self.grouped(self.params, self.buffers, torch.cat(images, dim=1))
+            members, batch, classes = logits.shape
+            losses = F.cross_entropy(
+                logits.reshape(-1, classes),
+                labels.reshape(-1),
+                reduction="none",
+                label_smoothing=self.criterion.label_smoothing,
+            )
+            losses = losses.view(members, batch).mean(dim=1)
+        else:
+            losses, logits = vmap(self._member_loss, randomness="different")(
+                self.params, self.buffers, torch.stack(images), labels
+            )
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()  # member i's loss depends on member i's weights only
         self.optimizer.step()
@@ -176,6 +245,8 @@ class SeedEnsemble:
     def train_one_epoch(self, epoch: int, keep_alive) -> tuple[Tensor, Tensor, int, float]:
         """Per-member loss sums and correct counts, images per member, seconds."""
         self.skeleton.train()
+        if self.grouped is not None:
+            self.grouped.train()
         loaders = [member.train_loader for member in self.members]
         for loader in loaders:
             loader.set_epoch(epoch)
@@ -185,7 +256,7 @@ class SeedEnsemble:
         nonfinite = torch.zeros(len(self.models), dtype=torch.bool, device=self.device)
         seen, started = 0, time.perf_counter()
         for step, batches in enumerate(zip(*loaders, strict=True), start=1):
-            images = torch.stack([images for images, _ in batches])
+            images = [images for images, _ in batches]
             labels = torch.stack([labels for _, labels in batches])
             losses, logits = self.train_step(images, labels)
             nonfinite |= ~torch.isfinite(losses)
@@ -225,25 +296,34 @@ class SeedEnsemble:
     def fit(self, worker: Worker, records: list[RunRecord]) -> list[list[dict]]:
         """Train every member for its epochs; each member's metrics rows."""
         count = len(self.models)
-        histories: list[list[dict]] = [[] for _ in range(count)]
-        best = [-math.inf] * count
-        active = [True] * count
+        histories = [list(member.history) for member in self.members]
+        best = [member.best_metric for member in self.members]
+        start = self.members[0].epochs_done
+        active = [not h or h[-1]["status"] != "diverged" for h in histories]
 
-        def keep_alive() -> None:
-            for record in records:
-                worker.store.renew(record.id, worker.name, worker.lease)
+        renewed = [time.monotonic()]
+
+        def keep_alive() -> None:  # as often as a run's StoreHook: each quarter of the lease
+            if time.monotonic() - renewed[0] > worker.lease / 4:
+                for record in records:
+                    worker.store.renew(record.id, worker.name, worker.lease)
+                renewed[0] = time.monotonic()
 
         with contextlib.ExitStack() as folders:
-            for config in self.configs:
-                folders.enter_context(claim_run_folder(config.run_dir, force=True))
+            for config in self.configs:  # a folder without last.pt: killed before an epoch ended
+                folders.enter_context(
+                    claim_run_folder(config.run_dir, resume=start > 0, force=start == 0)
+                )
                 config.to_yaml(config.run_dir / "config.yaml")
             epochs = self.configs[0].epochs
-            for epoch in range(epochs):
+            for epoch in range(start, epochs):
                 started = time.perf_counter()
                 sums, nonfinite, seen, seconds = self.train_one_epoch(epoch, keep_alive)
                 self.write_back()
+                tested = self.evaluate()
                 for index in (i for i in range(count) if active[i]):
-                    row = self._row(index, epoch, sums, nonfinite, seen, seconds, started)
+                    metrics = {} if bool(nonfinite[index]) else tested[index]
+                    row = self._row(index, epoch, sums, metrics, seen, seconds, started)
                     histories[index].append(row)
                     active[index] = row["status"] != "diverged"
                     self._save(index, histories[index], best, row)
@@ -253,12 +333,18 @@ class SeedEnsemble:
                     break
         return histories
 
-    def _row(self, index, epoch, sums, nonfinite, seen, seconds, started) -> dict:
+    def evaluate(self) -> list[dict]:
+        """Each member's `Trainer.evaluate()` row: one grouped pass over the test split for
+        LeNet-5 (test-time flips aside), else member by member."""
+        if self.grouped is None or self.configs[0].test_time_flip:
+            return [member.evaluate() for member in self.members]
+        return evaluate_grouped(
+            self.grouped, self.params, self.buffers, self.members[0].test_loader
+        )
+
+    def _row(self, index, epoch, sums, metrics, seen, seconds, started) -> dict:
         loss_sum, correct_sum = sums[index].tolist()
-        diverged = bool(nonfinite[index])
-        metrics = {}
-        if not diverged:
-            metrics = self.members[index].evaluate()
+        diverged = not metrics
         last = epoch + 1 == self.configs[index].epochs
         return {
             "epoch": epoch + 1,

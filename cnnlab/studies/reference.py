@@ -43,7 +43,10 @@ def read_reference(path: Path) -> list[dict[str, str]]:
                 for row in reader
             ]
     except OSError as error:
-        raise OptionError(f"reference {path}: cannot read ({error.strerror})") from None
+        raise OptionError(
+            f"reference {path}: cannot read ({error.strerror}); write the file first, or remove "
+            "the spec's `reference` key"
+        ) from None
     unknown = [name for name in columns if name not in (*KEY_COLUMNS, *METRIC_COLUMNS)]
     if unknown or not set(KEY_COLUMNS) <= set(columns):
         raise OptionError(

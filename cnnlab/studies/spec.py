@@ -8,7 +8,9 @@ combination), `seeds` (a count or a list) and optionally `train_images` (train o
 images of the training split, like the reference scripts' `--train-count`) and `validation` (a
 fraction of each class of the training split held out, seed 0, and scored instead of the test
 split; `cnnlab study best` then reports the test split on fresh seeds, from final points) and
-`reference` (a CSV of published rows, its path relative to the spec: `studies.reference`).
+`reference` (a CSV of published rows, its path relative to the spec: `studies.reference`) and
+`points` (extra points beyond the factors' expansion, each a mapping of factors to values, such
+as a published tuned combination; every name and value is checked as a factor's is).
 
 Every point's config is built and its model constructed on the meta device before anything
 runs, so a bad value fails at once, in one line naming the factor.
@@ -17,6 +19,7 @@ runs, so a bad value fails at once, in one line naming the factor.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import itertools
 import json
@@ -31,7 +34,9 @@ from cnnlab.models.registry import count_parameters, model_info
 from cnnlab.studies.reference import check_reference, read_reference
 
 MODES = ("one-at-a-time", "grid")
-SPEC_KEYS = ("base", "factors", "mode", "seeds", "train_images", "validation", "reference")
+SPEC_KEYS = (
+    "base", "factors", "mode", "seeds", "train_images", "validation", "reference", "points"
+)  # fmt: skip
 # Config fields that are not factors: the seeds have their own key; the rest say where and how.
 NOT_FACTORS = ("seed", "out", "download", "model_options", "device")
 BASE_POINT = "base"
@@ -82,8 +87,8 @@ class Run:
 @dataclass
 class StudySpec:
     """A validated study: base config, factors, mode, seeds, optional training-set size,
-    validation fraction and published rows (`reference`: the CSV's rows, or their values as
-    checked, which `to_dict` keeps)."""
+    validation fraction, extra points and published rows (`reference`: the CSV's rows, or their
+    values as checked, which `to_dict` keeps)."""
 
     base: TrainConfig
     factors: dict[str, list[Any]]
@@ -92,6 +97,7 @@ class StudySpec:
     train_images: int | None = None
     validation: float | None = None
     reference: list[dict[str, Any]] | None = None
+    extra_points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.base = self.base.replace(out=None)
@@ -117,10 +123,11 @@ class StudySpec:
         valid = factor_names(self.base)
         for name, values in self.factors.items():
             if name not in valid:
-                raise OptionError(f"unknown factor '{name}'; valid factors: {', '.join(valid)}")
+                raise OptionError(f"unknown factor {_closest(name, valid)}")
             if not isinstance(values, list) or not values:
                 raise OptionError(f"factor '{name}' needs a non-empty list of values")
             self.factors[name] = [self._normalized(name, value) for value in values]
+        self.extra_points = [self._extra_point(changes, valid) for changes in self.extra_points]
         for point in self.points():
             self.config_for(point, self.seeds[0])  # every value checked before any run starts
         if self.reference is not None:
@@ -140,6 +147,7 @@ class StudySpec:
             candidates = [self.point({})]
             for name, values in self.factors.items():
                 candidates += [self.point({name: value}) for value in values]
+        candidates += [self.point(changes) for changes in self.extra_points]
         return list(dict.fromkeys(candidates))
 
     def runs(self) -> list[Run]:
@@ -156,6 +164,17 @@ class StudySpec:
         """`value` as the config holds it (`"1e-3"` -> 0.001), checked on its own."""
         config = self.config_for(Point(((name, value),)), self.seeds[0])
         return getattr(config, name) if name in _config_fields() else config.model_options[name]
+
+    def _extra_point(self, changes: Any, valid: list[str]) -> dict[str, Any]:
+        """An entry of `points`, its names checked and its values normalized."""
+        if not isinstance(changes, dict) or not changes:
+            raise OptionError(
+                f"each of `points` is a mapping of factors to values, got {changes!r}"
+            )
+        for name in changes:
+            if name not in valid:
+                raise OptionError(f"points: unknown factor {_closest(name, valid)}")
+        return {name: self._normalized(name, value) for name, value in changes.items()}
 
     def base_values(self) -> dict[str, Any]:
         """Each factor's value in the base config (model options resolved to their defaults)."""
@@ -182,8 +201,8 @@ class StudySpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain values: what the store keeps and what the spec hash covers.
 
-        `validation` and `reference` appear only when set, so a study without them keeps its
-        hash.
+        `validation`, `reference` and `points` appear only when set, so a study without them
+        keeps its hash.
         """
         values = {
             "base": {k: v for k, v in self.base.to_dict().items() if k != "out"},
@@ -192,7 +211,11 @@ class StudySpec:
             "seeds": list(self.seeds),
             "train_images": self.train_images,
         }
-        optional = {"validation": self.validation, "reference": self.reference}
+        optional = {
+            "validation": self.validation,
+            "reference": self.reference,
+            "points": [dict(point) for point in self.extra_points] or None,
+        }
         return values | {key: value for key, value in optional.items() if value is not None}
 
     def hash(self) -> str:
@@ -224,6 +247,7 @@ class StudySpec:
             train_images=values.get("train_images"),
             validation=values.get("validation"),
             reference=_reference_rows(values.get("reference"), folder or Path.cwd()),
+            extra_points=values.get("points") or [],
         )
 
     @classmethod
@@ -255,6 +279,10 @@ def spec_differences(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str
         if removed:
             changes.append(f"factor {name} drops {removed}")
             additive = False
+    before, after = old.get("points", []), new.get("points", [])
+    if before != after:
+        changes.append(f"points {before} -> {after}")
+        additive = additive and all(p in after for p in before)
     if old["seeds"] != new["seeds"]:
         changes.append(f"seeds {old['seeds']} -> {new['seeds']}")
         additive = additive and set(old["seeds"]) <= set(new["seeds"])
@@ -281,7 +309,8 @@ def base_values(spec: dict[str, Any]) -> dict[str, Any]:
     """Each factor's value in a spec's base (`StudySpec.to_dict()`), model options resolved."""
     base = spec["base"]
     options = model_info(base["model"]).defaults | base["model_options"]
-    return {name: base[name] if name in base else options[name] for name in spec["factors"]}
+    names = [*spec["factors"], *(name for point in spec.get("points", []) for name in point)]
+    return {name: base[name] if name in base else options[name] for name in names}
 
 
 def factor_names(base: TrainConfig) -> list[str]:
@@ -289,6 +318,13 @@ def factor_names(base: TrainConfig) -> list[str]:
     fields = [name for name in _config_fields() if name not in NOT_FACTORS]
     options = [name for name in model_info(base.model).defaults if name not in fields]
     return fields + options
+
+
+def _closest(name: str, valid: list[str]) -> str:
+    """`'name'`, the closest valid name as a suggestion when there is one, and the valid names."""
+    closest = difflib.get_close_matches(name, valid, n=1)
+    suggestion = f"; did you mean '{closest[0]}'?" if closest else ";"
+    return f"'{name}'{suggestion} valid factors: {', '.join(valid)}"
 
 
 def _config_fields() -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,6 +93,86 @@ def test_activation_option(activation: str, module: type[nn.Module]) -> None:
     model = create_model("lenet5", activation=activation, pooling="max")
     assert sum(isinstance(m, module) for m in model.modules()) == 4
     assert any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+
+
+def _activation_of(model: nn.Module, layer: str) -> type[nn.Module]:
+    return type(model.get_submodule(layer))
+
+
+@pytest.mark.parametrize(
+    ("name", "conv", "hidden"),
+    [("lenet5", "relu", nn.Sigmoid), ("lenet5_modern", "tanh", nn.ReLU)],
+)
+def test_conv_activation_changes_c1_and_c3_only(name: str, conv: str, hidden: type) -> None:
+    model = create_model(name, image_size=28, conv_activation=conv)
+    expected = {"relu": nn.ReLU, "tanh": nn.Tanh}[conv]
+    assert _activation_of(model, "features.c1_act") is expected
+    assert _activation_of(model, "features.c3_act") is expected
+    assert _activation_of(model, "classifier.c5_act") is hidden
+    assert _activation_of(model, "classifier.f6_act") is hidden
+    assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_conv_activation_defaults_to_activation() -> None:
+    torch.manual_seed(0)
+    default = create_model("lenet5", activation="tanh")
+    torch.manual_seed(0)
+    explicit = create_model("lenet5", activation="tanh", conv_activation="tanh")
+    assert [type(m) for m in default.modules()] == [type(m) for m in explicit.modules()]
+    for (name, tensor), (_, other) in zip(
+        default.state_dict().items(), explicit.state_dict().items(), strict=True
+    ):
+        assert torch.equal(tensor, other), name
+
+
+@pytest.mark.parametrize("name", ["lenet5", "lenet5_modern"])
+@pytest.mark.parametrize("kernel", [3, 4, 5])
+def test_c1_kernel_size_changes_c1_only_and_keeps_28_to_28(name: str, kernel: int) -> None:
+    model = create_model(name, image_size=28, c1_kernel_size=kernel)
+    c1, c3 = model.features.c1, model.features.c3
+    assert c1.weight.shape == (6, 1, kernel, kernel)
+    assert c3.weight.shape == (16, 6, 5, 5)
+    assert _map_sides(model, torch.randn(2, 1, 28, 28)) == [28, 14, 10, 5]
+    layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    from_shapes = sum(
+        math.prod(layer.weight.shape) + (layer.bias.numel() if layer.bias is not None else 0)
+        for layer in layers
+    )
+    norms = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    from_shapes += sum(2 * norm.num_features for norm in norms)
+    assert sum(p.numel() for p in model.parameters()) == from_shapes
+    if name == "lenet5":  # the classic's rows: only C1's 6 x (k*k + 1) changes
+        assert from_shapes == 61_706 - 6 * 26 + 6 * (kernel * kernel + 1)
+
+
+def test_even_c1_kernel_pads_one_more_after_than_before() -> None:
+    model = create_model("lenet5", image_size=28, c1_kernel_size=4).eval()
+    assert model.features.c1_pad.padding == (1, 2, 1, 2)
+    assert model.features.c1.padding == (0, 0)
+    image = torch.randn(1, 1, 28, 28)
+    with torch.no_grad():
+        expected = nn.functional.conv2d(
+            nn.functional.pad(image, (1, 2, 1, 2)), model.features.c1.weight, model.features.c1.bias
+        )
+        assert torch.equal(model.features[:2](image), expected)
+
+
+def test_c1_kernel_at_the_paper_field_is_unpadded() -> None:
+    model = create_model("lenet5", image_size=32, c1_kernel_size=3)
+    assert _map_sides(model, torch.randn(1, 1, 32, 32)) == [30, 15, 11, 5]
+
+
+def test_bad_lenet_options_get_one_line() -> None:
+    with pytest.raises(
+        OptionError, match="no option 'conv_activaton'; did you mean 'conv_activation'"
+    ):
+        create_model("lenet5", conv_activaton="relu")
+    with pytest.raises(InputSizeError, match="c1_kernel_size=29 is larger than the image allows"):
+        create_model("lenet5", image_size=28, c1_kernel_size=29)
+    with pytest.raises(OptionError, match="unknown activation 'swish'"):
+        create_model("lenet5", conv_activation="swish")
+    with pytest.raises(OptionError, match="c1_kernel_size=2.5 is not valid"):
+        create_model("lenet5", c1_kernel_size=2.5)
 
 
 def test_combination_without_feature_map_is_an_option_error() -> None:

@@ -33,8 +33,8 @@ BAD_VALUES = {bool: "maybe", int: 0, float: -0.5, str: "swishy"}
 def _bad_options() -> list[tuple[str, str, object]]:
     cases = []
     for name in MODELS:
-        for option, default in model_info(name).defaults.items():
-            cases.append((name, option, BAD_VALUES[type(default)]))
+        for option, declared in model_info(name).options.items():
+            cases.append((name, option, BAD_VALUES[declared.value_type]))
     return cases
 
 

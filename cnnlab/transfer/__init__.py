@@ -95,7 +95,6 @@ def resume_hook(run_dir: str | Path) -> TransferHook:
     return TransferHook(TransferSpec.load(Path(run_dir)), None)
 
 
-
 def transfer(
     source: str | Path,
     data: str | None = None,

@@ -48,6 +48,14 @@ def test_the_top_level_answers_without_importing_torch(arguments, exit_code) -> 
     assert _probe(*arguments) == (exit_code, False, "[]")
 
 
+def test_a_bad_top_level_flag_is_one_red_line() -> None:
+    result = typer.testing.CliRunner().invoke(app, ["--no-such-flag"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: No such option: --no-such-flag; see cnnlab --help"
+    ]
+
+
 def test_a_command_imports_its_own_module_alone() -> None:
     for command in ("data", "models"):
         code, _, modules = _probe(command, "--help")

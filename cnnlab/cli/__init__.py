@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import warnings
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import typer
 import typer.main
@@ -148,9 +149,22 @@ class _CnnlabGroup(TyperGroup):
         except NoArgsIsHelpError:
             raise  # `cnnlab data` alone shows the group's help
         except UsageError as error:  # an unknown option, a missing argument, a bad value
-            where = f"; see {error.ctx.command_path} --help" if error.ctx else ""
-            _print_error(error.format_message().rstrip(".") + where)
-            raise typer.Exit(error.exit_code) from None
+            _exit_on_usage_error(error)
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        """The group's own options; a mistake there (`cnnlab --no-such-flag`) is one line too."""
+        try:
+            return super().parse_args(ctx, args)
+        except NoArgsIsHelpError:
+            raise  # `cnnlab` alone shows the help
+        except UsageError as error:
+            _exit_on_usage_error(error)
+
+
+def _exit_on_usage_error(error: UsageError) -> NoReturn:
+    where = f"; see {error.ctx.command_path} --help" if error.ctx else ""
+    _print_error(error.format_message().rstrip(".") + where)
+    raise typer.Exit(error.exit_code) from None
 
 
 def _print_error(message: str) -> None:

@@ -9,7 +9,8 @@ Run-folder plugins let a package that keeps its own file in a run folder (transf
 `transfer.yaml`) have its runs resume with its hook: `RUN_FOLDER_PLUGINS` maps the file name
 to the "module:function" making that hook, and `train(resume=RUN)` imports the module only when
 RUN holds the file, then puts `function(RUN)` first among the hooks unless a hook of the same
-type is given. The engine imports none of these packages itself.
+type is given. So a transferred run resumes with its freezing whatever the caller imported,
+and no engine module imports `transfer` (which imports the engine) at module level.
 """
 
 from __future__ import annotations

@@ -1,31 +1,60 @@
-"""cnnlab: build, train, compare, ablate, transfer and diagnose the landmark CNNs."""
+"""cnnlab: build, train, compare, ablate, transfer and diagnose the landmark CNNs.
 
-from cnnlab.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from cnnlab.engine.config import TrainConfig
-from cnnlab.engine.evaluate import evaluate
-from cnnlab.engine.evaluate_run import evaluate_checkpoint
-from cnnlab.engine.trainer import train
-from cnnlab.errors import CnnlabError
-from cnnlab.explain import explain
-from cnnlab.models import create_model, list_models, model_info
-from cnnlab.studies import run_study
-from cnnlab.transfer import transfer
+The public API below is imported on first use (PEP 562), so `import cnnlab` and the command
+line's `--help` do not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CnnlabError",
-    "TrainConfig",
-    "__version__",
-    "create_model",
-    "evaluate",
-    "evaluate_checkpoint",
-    "explain",
-    "list_models",
-    "load_checkpoint",
-    "model_from_checkpoint",
-    "model_info",
-    "run_study",
-    "train",
-    "transfer",
-]
+_API = {
+    "CnnlabError": "cnnlab.errors",
+    "TrainConfig": "cnnlab.engine.config",
+    "create_model": "cnnlab.models",
+    "evaluate": "cnnlab.engine.evaluate",
+    "evaluate_checkpoint": "cnnlab.engine.evaluate_run",
+    "explain": "cnnlab.explain",
+    "list_models": "cnnlab.models",
+    "load_checkpoint": "cnnlab.engine.checkpoint",
+    "model_from_checkpoint": "cnnlab.engine.checkpoint",
+    "model_info": "cnnlab.models",
+    "run_study": "cnnlab.studies",
+    "train": "cnnlab.engine.trainer",
+    "transfer": "cnnlab.transfer",
+}
+
+__all__ = sorted([*_API, "__version__"])
+
+
+def __getattr__(name: str) -> object:
+    if name not in _API:
+        raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+def _verb(name: str) -> property:
+    """`cnnlab.NAME`, the function, even once the subpackage `cnnlab.NAME` is imported (the
+    import system then sets that subpackage as the attribute: the setter ignores it)."""
+    return property(
+        lambda package: getattr(importlib.import_module(_API[name]), name),
+        lambda package, subpackage: None,
+    )
+
+
+class _Package(types.ModuleType):
+    explain = _verb("explain")
+    transfer = _verb("transfer")
+
+
+sys.modules[__name__].__class__ = _Package

@@ -14,11 +14,16 @@ from cnnlab.cli import app
 
 
 def _leaf_commands(command=None, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command's path, its module loaded (the top-level group loads them on demand)."""
     command = command or typer.main.get_command(app)
-    children = getattr(command, "commands", None)
-    if not children:
+    if not hasattr(command, "list_commands"):
         return [path]
-    return [leaf for name, sub in children.items() for leaf in _leaf_commands(sub, (*path, name))]
+    context = typer.Context(command)
+    return [
+        leaf
+        for name in command.list_commands(context)
+        for leaf in _leaf_commands(command.get_command(context, name), (*path, name))
+    ]
 
 
 COMMANDS = _leaf_commands()

@@ -1,27 +1,89 @@
 """The `cnnlab` command line: a thin typer app over the library.
 
-Each command group lives in its own module and registers itself on `app`. Errors a user can
+Each command group lives in its own module and registers itself on `app` when imported.
+`COMMANDS` names each command's module and one-line help, so `cnnlab --help` lists the commands
+and a mistyped one is refused without importing any (nor torch); running `cnnlab NAME`, or
+`cnnlab NAME --help`, imports NAME's module alone (click's lazily loading group). Errors a user can
 cause (`CnnlabError`) become one red line and exit code 2; anything else is a bug and keeps
 its traceback. Warnings for the user (`CnnlabWarning`) print as one yellow line each.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import typer
+import typer.main
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from cnnlab.errors import CnnlabError, CnnlabWarning
 
 try:  # typer 0.29 and later parse with their own copy of click
+    from typer._click import Command
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
 except ImportError:
+    from click import Command
     from click.exceptions import NoArgsIsHelpError, UsageError
+
+# Each command: its module in `cnnlab.cli` and its one-line help (the first paragraph of its own
+# help, which a test keeps equal), in the order `cnnlab --help` lists them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": (
+        "models_cmd",
+        "List the registered models; an exact model name also shows its options.",
+    ),
+    "summary": (
+        "models_cmd",
+        "Per-layer output shapes, parameters, MACs and activations, with totals and memory.",
+    ),
+    "data": ("data_cmd", "Inspect datasets."),
+    "train": (
+        "train_cmd",
+        "Train a model; the run folder gets metrics, curves.png, last.pt and best.pt.",
+    ),
+    "transfer": (
+        "transfer_cmd",
+        "Fine-tune trained weights on new data; the run folder is that of `cnnlab train`.",
+    ),
+    "eval": (
+        "eval_cmd",
+        "Top-1/top-k accuracy, per-class accuracy and the confusion matrix on a split.",
+    ),
+    "predict": ("eval_cmd", "The most probable classes of each image, with their probabilities."),
+    "compare": (
+        "compare_cmd",
+        "Train each model with a recipe suited to it; report error, size, cost and time.",
+    ),
+    "study": ("study_cmd", "Ablation studies: factor sweeps over repeated seeds."),
+    "explain": (
+        "explain_cmd",
+        "Heat maps of where the network looks: one PNG per image and method, and a grid "
+        "comparing the methods when several are given.",
+    ),
+    "features": (
+        "explain_cmd",
+        "A grid of one layer's feature maps per image, and/or the first layer's filters.",
+    ),
+    "bench": (
+        "bench_cmd",
+        "Images/s (train and inference), peak memory and FLOP/s; ratio to torchvision's models.",
+    ),
+    "export": (
+        "deploy_cmd",
+        "Export a trained network to ONNX and check it against PyTorch in onnxruntime.",
+    ),
+    "serve": (
+        "deploy_cmd",
+        "Serve a web page and a JSON API that classify and explain uploaded images.",
+    ),
+}
 
 console = Console()
 error_console = Console(stderr=True)
@@ -40,14 +102,41 @@ def print_table(table: Table) -> None:
 
 
 class _CnnlabGroup(TyperGroup):
-    """Runs the commands; a `CnnlabError` or a usage error (unknown option, missing argument)
-    becomes one red line on stderr and its exit code.
+    """Loads and runs the commands; a `CnnlabError` or a usage error (unknown option, missing
+    argument) becomes one red line on stderr and its exit code.
 
     Handled here rather than around `app()` so that `typer.testing.CliRunner` sees it too.
     """
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, fill_optional_values(args))
+    listing_help = False
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Command | None:
+        """The command `cmd_name`, its module imported on first use; while the group's help is
+        being written, a stand-in with the command's one-line help (nothing is imported)."""
+        if cmd_name not in COMMANDS:
+            return None
+        if cmd_name not in self.commands:
+            module, short_help = COMMANDS[cmd_name]
+            if self.listing_help:
+                return TyperCommand(cmd_name, short_help=short_help)
+            importlib.import_module(f"{__name__}.{module}")
+            self.commands[cmd_name] = _click_command(cmd_name)
+        return self.commands[cmd_name]
+
+    def format_help(self, ctx: typer.Context, formatter) -> None:
+        with self._listing():
+            super().format_help(ctx, formatter)
+
+    @contextlib.contextmanager
+    def _listing(self) -> Iterator[None]:
+        self.listing_help = True
+        try:
+            yield
+        finally:
+            self.listing_help = False
 
     def invoke(self, ctx: typer.Context) -> object:
         try:
@@ -61,9 +150,25 @@ class _CnnlabGroup(TyperGroup):
         except NoArgsIsHelpError:
             raise  # `cnnlab data` alone shows the group's help
         except UsageError as error:  # an unknown option, a missing argument, a bad value
-            where = f"; see {error.ctx.command_path} --help" if error.ctx else ""
-            _print_error(error.format_message().rstrip(".") + where)
-            raise typer.Exit(error.exit_code) from None
+            _exit_on_usage_error(error)
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        """The group's own options; a mistake there (`cnnlab --no-such-flag`) is one line too.
+
+        A bare `--ray` anywhere on the line takes its default value (`fill_optional_values`).
+        """
+        try:
+            return super().parse_args(ctx, fill_optional_values(args))
+        except NoArgsIsHelpError:
+            raise  # `cnnlab` alone shows the help
+        except UsageError as error:
+            _exit_on_usage_error(error)
+
+
+def _exit_on_usage_error(error: UsageError) -> NoReturn:
+    where = f"; see {error.ctx.command_path} --help" if error.ctx else ""
+    _print_error(error.format_message().rstrip(".") + where)
+    raise typer.Exit(error.exit_code) from None
 
 
 # Options whose value may be left out, and the value they then take (typer has no such option).
@@ -105,18 +210,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# Command modules register themselves on `app` when imported.
-from cnnlab.cli import (  # noqa: E402,F401
-    bench_cmd,
-    compare_cmd,
-    data_cmd,
-    deploy_cmd,
-    eval_cmd,
-    explain_cmd,
-    models_cmd,
-    study_cmd,
-    train_cmd,
-    transfer_cmd,
-)
 
-__all__ = ["app", "console", "error_console", "print_table"]
+@app.callback()
+def _no_options() -> None:
+    """Makes `app` a group before any command module has registered a command on it."""
+
+
+def _click_command(name: str) -> Command:
+    """The click command of `app`'s command or command group `name` (its module imported)."""
+    for info in app.registered_commands:
+        if info.name == name:
+            return typer.main.get_command_from_info(
+                info,
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=app.rich_markup_mode,
+            )
+    for group in app.registered_groups:
+        if group.name == name:
+            return typer.main.get_group_from_info(
+                group,
+                pretty_exceptions_short=app.pretty_exceptions_short,
+                rich_markup_mode=app.rich_markup_mode,
+                suggest_commands=app.suggest_commands,
+            )
+    raise LookupError(f"cnnlab.cli.{COMMANDS[name][0]} registers no command {name!r}")
+
+
+__all__ = ["COMMANDS", "app", "console", "error_console", "print_table"]

@@ -6,14 +6,17 @@ receives the `Trainer` (its `model`, `optimizer`, `config`, `data`, `history`, `
 method is a no-op here; a hook overrides the ones it needs. Hooks run in the order given.
 
 Run-folder plugins let a package that keeps its own file in a run folder (transfer's
-`transfer.yaml`) have its runs resume with its hook, without the engine importing it:
-`register_run_folder_plugin(file_name, factory)`, and `train(resume=RUN)` puts `factory(RUN)`
-first among the hooks when RUN holds that file, unless a hook of the same type is given.
+`transfer.yaml`) have its runs resume with its hook: `RUN_FOLDER_PLUGINS` maps the file name
+to the "module:function" making that hook, and `train(resume=RUN)` imports the module only when
+RUN holds the file, then puts `function(RUN)` first among the hooks unless a hook of the same
+type is given. So a transferred run resumes with its freezing whatever the caller imported,
+and no engine module imports `transfer` (which imports the engine) at module level.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import importlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,25 +79,16 @@ class EpochEndCallback(TrainHook):
         self.function(row)
 
 
-_RUN_FOLDER_PLUGINS: dict[str, Callable[[Path], TrainHook]] = {}
-
-
-def register_run_folder_plugin(file_name: str, factory: Callable[[Path], TrainHook]) -> None:
-    """Resume every run folder holding `file_name` with the hook `factory(run_folder)`."""
-    _RUN_FOLDER_PLUGINS[file_name] = factory
-
-
-def run_folder_plugins() -> dict[str, Callable[[Path], TrainHook]]:
-    """The registered plugins: file name -> hook factory."""
-    return dict(_RUN_FOLDER_PLUGINS)
+RUN_FOLDER_PLUGINS: dict[str, str] = {"transfer.yaml": "cnnlab.transfer:resume_hook"}
 
 
 def resume_hooks(run_dir: Path, given: Sequence[TrainHook]) -> list[TrainHook]:
     """The hooks of the plugins whose files `run_dir` holds, but none of a type in `given`."""
     hooks = []
-    for file_name, factory in _RUN_FOLDER_PLUGINS.items():
+    for file_name, factory_path in RUN_FOLDER_PLUGINS.items():
         if (run_dir / file_name).is_file():
-            hook = factory(run_dir)
+            module_name, factory_name = factory_path.split(":")
+            hook = getattr(importlib.import_module(module_name), factory_name)(run_dir)
             if not any(isinstance(other, type(hook)) for other in given):
                 hooks.append(hook)
     return hooks

@@ -4,9 +4,9 @@
 model, input size, channels and normalization follow the source unless overridden, and runs
 `train` with a `TransferHook` (`hook`) that loads the weights, swaps the classifier and
 freezes what the mode keeps. Everything `train` writes (metrics, checkpoints, curves) and
-reads (`resume`) works as for any run; `cnnlab eval`/`predict` take the run folder. Importing
-this package registers `transfer.yaml` as a run-folder plugin, so `train(resume=RUN)` itself
-resumes a transferred RUN with its `resume_hook`.
+reads (`resume`) works as for any run; `cnnlab eval`/`predict` take the run folder.
+`transfer.yaml` is one of the engine's run-folder plugins (`cnnlab.engine.hooks`), so
+`train(resume=RUN)` itself resumes a transferred RUN with `resume_hook`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cnnlab.data.memory import DataSplits
 from cnnlab.engine.config import TrainConfig
-from cnnlab.engine.hooks import TrainHook, register_run_folder_plugin
+from cnnlab.engine.hooks import TrainHook
 from cnnlab.engine.trainer import TrainResult, train
 from cnnlab.errors import OptionError
 from cnnlab.transfer.hook import SPEC_FILE, TransferHook, TransferSpec, trainable_modules
@@ -93,10 +93,6 @@ def is_transferred(run_dir: str | Path) -> bool:
 def resume_hook(run_dir: str | Path) -> TransferHook:
     """The hook that continues the transferred run in `run_dir` (from its `transfer.yaml`)."""
     return TransferHook(TransferSpec.load(Path(run_dir)), None)
-
-
-# `train(resume=RUN)` continues a transferred run with its freezing, whoever calls it.
-register_run_folder_plugin(SPEC_FILE, resume_hook)
 
 
 def transfer(

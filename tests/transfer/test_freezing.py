@@ -20,7 +20,7 @@ from cnnlab.engine.config import TrainConfig
 from cnnlab.engine.hooks import TrainHook
 from cnnlab.engine.runlog import read_metrics
 from cnnlab.engine.trainer import train
-from cnnlab.transfer import TransferHook, resume_hook, transfer
+from cnnlab.transfer import TransferHook, TransferSpec, resume_hook, transfer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from synthetic import synthetic_splits, write_image_folder  # noqa: E402
@@ -130,15 +130,22 @@ def test_a_resume_given_the_transfer_hook_does_not_get_a_second(
     assert start.trainable == {"fc.weight", "fc.bias"}
 
 
-def test_importing_cnnlab_registers_the_transfer_plugin() -> None:
-    """A fresh `import cnnlab` (not only this test session's imports) knows transfer.yaml."""
+def test_the_engine_resumes_a_transferred_folder_with_its_hook_in_a_fresh_process(
+    tmp_path: Path,
+) -> None:
+    """A process that imported only the engine (not `cnnlab.transfer`, not `cnnlab`) still
+    resumes a folder holding `transfer.yaml` with a `TransferHook`: the plugin is found by name."""
+    TransferSpec(source="lenet5", mode="last:1").save(tmp_path)
     check = (
-        "import cnnlab; from cnnlab.engine.hooks import run_folder_plugins; "
-        "print(sorted(run_folder_plugins()))"
+        "import sys; from pathlib import Path; from cnnlab.engine.trainer import train; "
+        "from cnnlab.engine.hooks import resume_hooks; "
+        "print('cnnlab.transfer' in sys.modules); "
+        "print([(type(h).__name__, h.spec.mode) for h in resume_hooks(Path(sys.argv[1]), [])])"
     )
-    run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-c", check, str(tmp_path)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "transfer.yaml" in run.stdout
+    assert run.stdout.split("\n")[:2] == ["False", "[('TransferHook', 'last:1')]"]
 
 
 def test_cli_resumes_of_a_transferred_run_use_one_transfer_hook(

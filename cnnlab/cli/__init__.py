@@ -64,12 +64,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("study_cmd", "Ablation studies: factor sweeps over repeated seeds."),
     "explain": (
         "explain_cmd",
-        "Heat maps of where the network looks: one PNG per image and method, and a grid "
-        "comparing the methods when several are given.",
+        "Heat maps of where the network looks, over each photo at its own size: per image and "
+        "method a figure and the bare overlay, and a grid comparing the methods when several "
+        "are given.",
     ),
     "features": (
         "explain_cmd",
-        "A grid of one layer's feature maps per image, and/or the first layer's filters.",
+        "A grid of one layer's feature maps per image with their mean over the photo at its own "
+        "size, and/or the first layer's filters.",
     ),
     "bench": (
         "bench_cmd",

@@ -279,8 +279,19 @@ def train_one_run(
     config: TrainConfig, data: DataSplits, hooks: Sequence[TrainHook] = ()
 ) -> tuple[str, list[dict]]:
     """Train a study's run into its folder, resuming from its `last.pt` when there is one; its
-    status (`done` or `diverged`) and metrics rows. Local workers and Ray tasks both use it."""
-    resume = config.run_dir if (config.run_dir / "last.pt").is_file() else None
+    status (`done` or `diverged`) and metrics rows. Local workers and Ray tasks both use it.
+
+    A run whose `last.pt` already holds every epoch (its runner was killed after training it,
+    before recording it) is not trained again: its rows are read from that checkpoint.
+    """
+    last = config.run_dir / "last.pt"
+    resume = config.run_dir if last.is_file() else None
+    if resume is not None:
+        checkpoint = torch.load(last, map_location="cpu", mmap=True, weights_only=True)
+        if int(checkpoint["epoch"]) >= config.epochs:
+            history = list(checkpoint["history"])
+            diverged = any(row.get("status") == "diverged" for row in history)
+            return ("diverged" if diverged else "done"), history
     result = train(
         config,
         data=data,

@@ -22,7 +22,7 @@ from cnnlab.studies import StudySpec, run_study
 from cnnlab.studies.runner import threads_per_worker
 from cnnlab.studies.shared_data import open_data, prepare_data
 from cnnlab.studies.store import StudyStore, process_alive
-from cnnlab.studies.worker import Worker, final_metrics
+from cnnlab.studies.worker import Worker, final_metrics, train_one_run
 
 
 def _run(spec: dict, out: Path, **options):
@@ -325,3 +325,18 @@ def test_ray_without_the_extra_says_how_to_install_it(
         app, ["study", "run", str(spec), "-o", str(tmp_path), "--storage", "x"]
     )
     assert result.exit_code == 2 and "--storage goes with --ray" in result.output
+
+
+def test_a_run_trained_to_the_end_but_not_recorded_is_recorded_not_trained_again(
+    tmp_path: Path,
+) -> None:
+    # A runner killed between the last epoch's checkpoint and the store's `finish` (a Ray
+    # driver killed while its task ended): the next runner finds every epoch in last.pt.
+    spec = StudySpec.from_dict(tiny_spec(factors={"lr": [0.05]}, seeds=1))
+    config = spec.config_for(spec.points()[0], spec.seeds[0], tmp_path / "run")
+    status, history = train_one_run(config, DATA)
+    checkpoint = (tmp_path / "run" / "last.pt").read_bytes()
+    again_status, again = train_one_run(config, DATA)
+    assert (again_status, again) == (status, history) and status == "done"
+    assert [row["epoch"] for row in again] == [1, 2]
+    assert (tmp_path / "run" / "last.pt").read_bytes() == checkpoint  # not trained again

@@ -74,6 +74,10 @@ TINY_SETTINGS = {
     "transfer": ["--epochs", "1", "--batch-size", "8", "--force"],
     "compare": ["--epochs", "1"],
 }
+RAY = (
+    "joins a Ray cluster of other machines with shared storage; tests/studies/test_ray.py runs "
+    "--ray auto on a two-node cluster of this machine"
+)
 NOT_RUN = {
     "torchrun --nproc-per-node 2 -m cnnlab train --data mnist ...": "an elided command line "
     "(`...`) under torchrun; tests/engine/test_ddp.py runs data-parallel training",
@@ -87,12 +91,19 @@ NOT_RUN = {
     "[--device cpu|cuda] [--amp] [--channels-last] [--compile] [--repeats 5] [--json]": "a synopsis",
     "cnnlab train --model resnet20 --data folder:hymenoptera_data --image-size 32 ...": "an "
     "elided command line (`...`: the options of the transfer command above it)",
+    "cnnlab study run study.yaml --out studies/lenet --ray auto --storage /mnt/nfs/lenet": RAY,
+    "cnnlab compare -m resnet20,vgg11_bn -d cifar10 --out compare/c10 --ray A:6379 "
+    "--storage /mnt/nfs/c10": RAY,
 }
 # Help examples that are not option values of a runnable command line.
 BUDGET = "a 10-minute run; the documented commands run budgets as one epoch"
 HELP_EXAMPLES_NOT_RUN = {
     ("eval", "--data", "mnist"): "the full MNIST (a download); the docs' commands run mnist-5k",
     ("compare", "--data", "folder:PATH"): "a placeholder",
+    ("train", "--test-data", "folder:PATH"): "a placeholder; tests/engine/test_run_splits.py "
+    "trains with --test-data",
+    ("transfer", "--test-data", "folder:PATH"): "a placeholder; tests/transfer trains with "
+    "--test-data",
     ("train", "--time-budget", "10m"): BUDGET,
     ("transfer", "--time-budget", "10m"): BUDGET,
     ("compare", "--time-budget", "10m"): BUDGET,

@@ -17,7 +17,7 @@ from cnnlab.compare import (
 from cnnlab.compare import write_report as write_comparison_report
 from cnnlab.compare.report import markdown_table
 from cnnlab.reporting import Table as ReportTable
-from cnnlab.studies.best import run_best
+from cnnlab.studies.best import NothingBeatsTheBase, run_best
 from cnnlab.studies.progress import clock
 from cnnlab.studies.report import (
     REPORT_FOLDER,
@@ -115,7 +115,11 @@ def best_command(
     """Train the combination of the values significantly better than the base, against the base:
     with the study's seeds, or (a study with `validation`) on the full training split and the
     test split, fresh seeds."""
-    table = run_best(folder, workers=workers, log=console.print)
+    try:
+        table = run_best(folder, workers=workers, log=console.print)
+    except NothingBeatsTheBase as outcome:
+        console.print(f"{outcome}; nothing to combine", highlight=False, soft_wrap=True)
+        return
     _print_rich(table)
     console.print(f"report updated: {folder / REPORT_FOLDER / 'report.html'}")
 

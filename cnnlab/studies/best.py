@@ -5,7 +5,8 @@ The classic "tuned against default" table. The best values are the report's
 better than the base (Welch's 95% interval of the difference above 0); in a grid, the best such
 cell. They are combined into one config, trained with the study's seeds in the same folder,
 and reported side by side with the base. When no value beats the base there is nothing to
-combine, and `study best` says so. A combination that is already a point of the study (one
+combine: `run_best` raises `NothingBeatsTheBase`, which `study best` prints as its answer
+(exit code 0: an outcome, not a mistake). A combination that is already a point of the study (one
 factor changed, or any point of a grid) reuses its finished runs.
 
 A study with `validation` chose its best values on the validation holdout, so the choice says
@@ -27,6 +28,10 @@ from cnnlab.studies.spec import Point, Run, StudySpec, fresh_seeds
 from cnnlab.studies.store import BEST_POINT_KEY, StudyStore
 
 
+class NothingBeatsTheBase(StudyError):
+    """No value is significantly better than the base: there is no combination to train."""
+
+
 def run_best(
     folder: str | Path,
     *,
@@ -45,7 +50,7 @@ def run_best(
     changes = results.best_changes()
     if not changes:
         few = " (with one seed no difference can be shown: use 2 or more)"
-        raise StudyError(
+        raise NothingBeatsTheBase(
             "no value beats the base: no difference is significant at 95% (Welch's interval)"
             + (few if len(results.spec["seeds"]) < 2 else "")
         )

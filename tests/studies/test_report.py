@@ -124,6 +124,9 @@ def test_one_seed_reads_n_1_and_claims_no_difference(tmp_path: Path) -> None:
     assert "± 0.000" not in markdown and "no value beats the base" in markdown
     with pytest.raises(StudyError, match="with one seed no difference can be shown"):
         run_best(folder, threads=1, log=None)
+    answer = CliRunner().invoke(app, ["study", "best", str(folder)])  # an outcome, not an error
+    assert answer.exit_code == 0 and "no value beats the base" in answer.output
+    assert "nothing to combine" in answer.output and "error" not in answer.output
 
 
 def test_a_grid_shows_every_combination_a_heat_map_and_labelled_marginal_means(

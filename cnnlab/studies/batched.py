@@ -242,7 +242,7 @@ class SeedEnsemble:
         self.scheduler.step()
         return losses.detach(), logits.detach()
 
-    def train_one_epoch(self, epoch: int, keep_alive) -> tuple[Tensor, Tensor, int, float]:
+    def train_one_epoch(self, epoch: int) -> tuple[Tensor, Tensor, int, float]:
         """Per-member loss sums and correct counts, images per member, seconds."""
         self.skeleton.train()
         if self.grouped is not None:
@@ -263,10 +263,8 @@ class SeedEnsemble:
             correct = (logits.argmax(dim=-1) == labels).sum(dim=1)
             sums += torch.stack((losses * labels.shape[1], correct.to(losses.dtype)), dim=1)
             seen += labels.shape[1]
-            if step % check_every == 0:
-                keep_alive()
-                if bool(nonfinite.all()):
-                    break
+            if step % check_every == 0 and bool(nonfinite.all()):
+                break
         return sums, nonfinite, seen, time.perf_counter() - started
 
     def write_back(self) -> None:
@@ -301,14 +299,6 @@ class SeedEnsemble:
         start = self.members[0].epochs_done
         active = [not h or h[-1]["status"] != "diverged" for h in histories]
 
-        renewed = [time.monotonic()]
-
-        def keep_alive() -> None:  # as often as a run's StoreHook: each quarter of the lease
-            if time.monotonic() - renewed[0] > worker.lease / 4:
-                for record in records:
-                    worker.store.renew(record.id, worker.name, worker.lease)
-                renewed[0] = time.monotonic()
-
         with contextlib.ExitStack() as folders:
             for config in self.configs:  # a folder without last.pt: killed before an epoch ended
                 folders.enter_context(
@@ -318,7 +308,7 @@ class SeedEnsemble:
             epochs = self.configs[0].epochs
             for epoch in range(start, epochs):
                 started = time.perf_counter()
-                sums, nonfinite, seen, seconds = self.train_one_epoch(epoch, keep_alive)
+                sums, nonfinite, seen, seconds = self.train_one_epoch(epoch)
                 self.write_back()
                 tested = self.evaluate()
                 for index in (i for i in range(count) if active[i]):
